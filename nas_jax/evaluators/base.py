@@ -1,0 +1,76 @@
+"""The evaluator protocol: architectures in, search scores and costs out.
+
+Search scores (``search_score``: validation accuracy in percent, higher is
+better) are what strategies see. Anything for reporting only (a tabular test
+accuracy, a learning curve) goes into ``Evaluation.info`` and never reaches a
+strategy. One-shot evaluators (weight-sharing supernets) own the supernet
+training; their state is a pytree that the experiment loop checkpoints.
+
+Example:
+    >>> evaluator = get_evaluator("tabular")(space, config)
+    >>> ev_state = evaluator.init(jax.random.key(0))
+    >>> result, ev_state = evaluator.evaluate(ev_state, archs, jax.random.key(1))
+    >>> result.scores.shape == (len(archs),)
+    True
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from nas_jax.spaces.base import SearchSpace
+
+
+@dataclasses.dataclass
+class Evaluation:
+  """What an evaluator returns for K architectures.
+
+  Attributes:
+    scores: float[K] search scores (validation accuracy, %), higher is better.
+    costs: float[K] cost of each evaluation in seconds (measured or simulated).
+    info: K dicts of report-only extras (e.g. ``test_acc`` of a tabular
+      benchmark, ``curve``: a per-epoch learning curve). Never shown to a
+      strategy.
+  """
+  scores: np.ndarray
+  costs: np.ndarray
+  info: list[dict[str, Any]]
+
+
+class Evaluator(abc.ABC):
+  """Abstract evaluator.
+
+  Args:
+    space: the search space of the architectures it scores.
+    config: evaluator settings (plain dict).
+  """
+
+  name: str = "base"
+
+  def __init__(self, space: SearchSpace, config: dict[str, Any] | None = None):
+    self.space = space
+    self.config = dict(config or {})
+
+  def init(self, key: jax.Array) -> Any:
+    """Initial state (a pytree; e.g. supernet parameters). Default: empty."""
+    del key
+    return {}
+
+  @abc.abstractmethod
+  def evaluate(self, state: Any, archs: np.ndarray,
+               key: jax.Array) -> tuple[Evaluation, Any]:
+    """Scores ``archs`` (int32 ``[K, *arch_shape]``)."""
+
+  def report(self, arch: np.ndarray) -> dict[str, Any] | None:
+    """Final figures known without training, for reporting only.
+
+    A tabular benchmark returns e.g. ``{"test_acc": 94.37}``; the default
+    ``None`` tells the experiment loop to train ``arch`` from scratch
+    (``nas_jax.train.train_child``) to get its final test accuracy.
+    """
+    del arch
+    return None

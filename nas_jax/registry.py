@@ -1,0 +1,68 @@
+"""Name -> implementation registries for spaces, strategies and evaluators.
+
+Entries are ``"module:attribute"`` strings imported on first use, so importing
+``nas_jax`` stays cheap and a plug-in only needs a line here (or a call to
+``register``).
+
+Example:
+    >>> from nas_jax import registry
+    >>> space = registry.get_space("nb201")
+    >>> Strategy = registry.get_strategy("evolution")
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+SPACES: dict[str, str] = {
+    "nasnet": "nas_jax.spaces.nasnet:NasNetSpace",
+    "nb201": "nas_jax.spaces.nb201:NB201Space",
+}
+
+STRATEGIES: dict[str, str] = {
+    "random": "nas_jax.strategies.random_search:RandomSearch",
+    "evolution": "nas_jax.strategies.evolution:RegularizedEvolution",
+    "reinforce": "nas_jax.strategies.reinforce:Reinforce",
+    "nao": "nas_jax.strategies.nao:NAO",
+}
+
+EVALUATORS: dict[str, str] = {
+    "tabular": "nas_jax.evaluators.tabular:TabularEvaluator",
+    "supernet": "nas_jax.evaluators.supernet:SupernetEvaluator",
+    "scratch": "nas_jax.evaluators.scratch:ScratchEvaluator",
+}
+
+_TABLES = {"space": SPACES, "strategy": STRATEGIES, "evaluator": EVALUATORS}
+
+
+def register(kind: str, name: str, target: str) -> None:
+  """Adds ``name -> "module:attribute"`` to the ``kind`` registry."""
+  _TABLES[kind][name] = target
+
+
+def lookup(kind: str, name: str) -> Any:
+  """Imports and returns the object registered as ``name``.
+
+  Raises:
+    ValueError: unknown name; the message lists the known ones.
+  """
+  table = _TABLES[kind]
+  if name not in table:
+    raise ValueError(f"unknown {kind} {name!r}; choose one of {sorted(table)}")
+  module, attr = table[name].split(":")
+  return getattr(importlib.import_module(module), attr)
+
+
+def get_space(name: str):
+  """A search-space instance by name."""
+  return lookup("space", name)()
+
+
+def get_strategy(name: str):
+  """A strategy class by name (construct with ``cls(space, config)``)."""
+  return lookup("strategy", name)
+
+
+def get_evaluator(name: str):
+  """An evaluator class by name (construct with ``cls(space, config, ...)``)."""
+  return lookup("evaluator", name)
