@@ -1,0 +1,202 @@
+"""Tests of experiments/run.py and experiments/train.py: every bad input gives
+one line on stderr and exit code 2; config layering; a real subprocess run."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import experiment_doubles  # noqa: F401  (registers test-only plug-ins)
+from nas_jax import experiment
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def load_cli(name):
+  spec = importlib.util.spec_from_file_location(f"cli_{name}", ROOT / "experiments" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+run_cli = load_cli("run")
+train_cli = load_cli("train")
+
+
+@pytest.fixture(autouse=True)
+def no_compile_cache(monkeypatch):
+  """In-process CLI calls must not switch on the persistent cache for the test process."""
+  monkeypatch.setenv("NAS_JAX_COMPILE_CACHE", "")
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+  return experiment_doubles.write_synthetic_table(
+      tmp_path_factory.mktemp("table") / "nb201_synthetic.csv.gz")
+
+
+@pytest.fixture(scope="module")
+def tab_config(table, tmp_path_factory):
+  path = tmp_path_factory.mktemp("cfg") / "tabular.py"
+  path.write_text(
+      "def get_config():\n"
+      f"  return {{'space': 'nb201', 'budget': 4, 'evaluator': {{'name': 'tabular', "
+      f"'tabular': {{'benchmark_file': {table!r}}}}}, 'final': {{'epochs': 0}}}}\n")
+  return str(path)
+
+
+def fails(main, argv, capsys, message):
+  assert main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "Traceback" not in err, err
+  assert message in err, err
+  return err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--strategy", "nope"], "error: unknown strategy 'nope'; choose one of ["),
+    (["--strategy", "random", "--space", "darts"], "error: unknown space 'darts'"),
+    (["--strategy", "random", "--dataset", "nope"], "error: unknown dataset 'nope'"),
+    (["--evaluator", "oracle"], "error: unknown evaluator 'oracle'"),
+    (["--strategy", "random/../x"], "error: malformed strategy name"),
+    (["--set", "budget=abc"], "error: budget must be a positive integer (architectures to "
+                              "evaluate), got 'abc'"),
+    (["--set", "budget"], "error: malformed --set 'budget'; write FIELD=VALUE"),
+    (["--set", "seed=-3"], "error: seed must be a non-negative integer"),
+    (["--set", "bugdet=3"], "error: unknown config field(s) ['bugdet']"),
+    (["--set", "final.epochs=many"], "error: final.epochs must be a non-negative integer"),
+    (["--config", "/nonexistent/cfg.py"], "error: config file /nonexistent/cfg.py does not exist"),
+])
+def test_run_bad_input(argv, message, capsys, tmp_path):
+  fails(run_cli.main, argv + ["--workdir", str(tmp_path / "w")], capsys, message)
+  assert not (tmp_path / "w").exists()  # nothing claimed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budget", "x"], "error: argument --budget: invalid int value: 'x'"),
+    (["--frobnicate"], "error: unrecognized arguments: --frobnicate"),
+])
+def test_run_argparse_errors_exit_2(argv, message, capsys):
+  with pytest.raises(SystemExit) as e:
+    run_cli.main(argv)
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and message in err, err
+
+
+def test_run_bad_config_files(tmp_path, capsys):
+  bad = tmp_path / "bad.py"
+  bad.write_text("def get_config(:\n")
+  fails(run_cli.main, ["--config", str(bad)], capsys, "failed to load (SyntaxError")
+  bad.write_text("x = 1\n")
+  fails(run_cli.main, ["--config", str(bad)], capsys, "defines no get_config() function")
+  bad.write_text("def get_config():\n  return {'strategy': 'random'}\n")
+  fails(run_cli.main, ["--config", str(bad)], capsys, "strategy in")
+  bad.write_text("def get_config():\n  return [1]\n")
+  fails(run_cli.main, ["--config", str(bad)], capsys, "returned list, expected a dict")
+  bad.write_text("def get_config():\n  return {'strategy': {'name': 'random', 'batch_size': 0}}\n")
+  fails(run_cli.main, ["--config", str(bad), "--space", "nb201", "--workdir", str(tmp_path / "w")],
+        capsys, "batch_size=0 is out of range")
+
+
+def test_config_layering(tmp_path, tab_config):
+  args = run_cli.make_parser().parse_args(["--config", tab_config, "--budget", "9", "--seed", "4",
+                            "--set", "strategy.batch_size=3", "--final-epochs", "2"])
+  cfg = run_cli.build_config(args)
+  assert cfg["space"] == "nb201" and cfg["budget"] == 9 and cfg["seed"] == 4
+  assert cfg["strategy"] == {"name": "random", "batch_size": 3}
+  assert cfg["final"]["epochs"] == 2
+  assert cfg["evaluator"]["tabular"]["benchmark_file"].endswith(".csv.gz")
+  assert str(run_cli.default_workdir(cfg)) == "runs/random-nb201-digits-seed4"
+  assert str(run_cli.default_workdir({**cfg, "dataset": "imagefolder:/a b/c"})) == \
+      "runs/random-nb201-imagefolder_a_b_c-seed4"
+
+
+def test_run_tabular_and_workdir_of_another_experiment(tab_config, tmp_path, capsys):
+  workdir = str(tmp_path / "run")
+  assert run_cli.main(["--config", tab_config, "--workdir", workdir, "--quiet"]) == 0
+  out = capsys.readouterr().out
+  for text in ("best genotype", "best search score", "final test acc", "time", "outputs"):
+    assert text in out
+  result = json.loads((tmp_path / "run" / "result.json").read_text())
+  assert f"{result['best_search_score']:.2f}" in out and f"{result['final_test_acc']:.2f}" in out
+  fails(run_cli.main, ["--config", tab_config, "--workdir", workdir, "--seed", "1"], capsys,
+        f"error: workdir {tmp_path / 'run'} holds another experiment (differs in seed: 0 there, "
+        "1 now)")
+  # the same command again: already complete, same summary
+  assert run_cli.main(["--config", tab_config, "--workdir", workdir, "--quiet"]) == 0
+  assert "best search score" in capsys.readouterr().out
+
+
+def test_subprocess_error_is_one_line_exit_2(tmp_path):
+  proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "--strategy",
+                         "nope", "--workdir", str(tmp_path / "w")], capture_output=True, text=True)
+  assert proc.returncode == 2
+  assert proc.stderr.startswith("error: unknown strategy 'nope'") and proc.stderr.count("\n") == 1
+
+
+# --- experiments/train.py ----------------------------------------------------------
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist; give a best_arch.json"),
+    ("{not json", "malformed --arch file"),
+    ("[1, 2]", "expected a JSON object with 'space'"),
+    ('{"space": "nb201"}', "expected a JSON object with 'space'"),
+    ('{"space": "darts", "genotype": {}}', "unknown space 'darts'"),
+    ('{"space": "nb201", "genotype": {"cell": "|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"}}',
+     "bad genotype"),
+    ('{"space": "nasnet", "genotype": {"normal": 3}}', "bad genotype"),
+])
+def test_train_bad_arch_file(content, message, tmp_path, capsys):
+  path = tmp_path / "best_arch.json"
+  if content is not None:
+    path.write_text(content)
+  err = fails(train_cli.main, ["--arch", str(path), "--workdir", str(tmp_path / "w")], capsys,
+              message)
+  assert str(path) in err
+
+
+def test_train_bad_epochs(tmp_path, capsys):
+  path = tmp_path / "best_arch.json"
+  path.write_text(json.dumps({"space": "nb201", "genotype": {
+      "cell": "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|"}}))
+  fails(train_cli.main, ["--arch", str(path), "--epochs", "0"], capsys,
+        "final.epochs must be >= 1 to retrain")
+  fails(train_cli.main, ["--arch", str(path), "--set", "final.lr=-1", "--workdir",
+                         str(tmp_path / "w")], capsys, "lr")
+
+
+@pytest.mark.slow
+def test_digits_end_to_end_and_retrain(tmp_path):
+  """The real thing, tiny: nasnet supernet search on digits, final training from
+  scratch, then experiments/train.py reproduces the final test accuracy.
+  Slow because each network compiles for minutes on a loaded 2-core CPU."""
+  workdir = tmp_path / "run"
+  run = subprocess.run(
+      [sys.executable, str(ROOT / "experiments" / "run.py"), "--strategy", "random",
+       "--budget", "2", "--final-epochs", "1", "--workdir", str(workdir), "--quiet",
+       "--set", "strategy.batch_size=2", "--set", "evaluator.supernet.steps_per_round=2"],
+      capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr[-3000:]
+  result = json.loads((workdir / "result.json").read_text())
+  assert result["evaluator"] == "supernet" and result["final_source"] == "trained from scratch"
+  assert 0.0 <= result["final_test_acc"] <= 100.0 and len(result["final_curve"]) == 1
+  assert f"{result['final_test_acc']:.2f} %" in run.stdout
+  for name in ("search.png", "final_curve.png", "best_arch.json", "history.jsonl"):
+    assert (workdir / name).is_file()
+  retrain = subprocess.run(
+      [sys.executable, str(ROOT / "experiments" / "train.py"), "--arch",
+       str(workdir / "best_arch.json"), "--epochs", "1", "--quiet"],
+      capture_output=True, text=True)
+  assert retrain.returncode == 0, retrain.stderr[-3000:]
+  assert f"final test acc  : {result['final_test_acc']:.2f} %" in retrain.stdout
+
+
+def test_workdir_that_is_a_file(tab_config, tmp_path, capsys):
+  path = tmp_path / "file"
+  path.write_text("x")
+  fails(run_cli.main, ["--config", tab_config, "--workdir", str(path), "--quiet"], capsys,
+        "error: [Errno 17] File exists")
