@@ -1,0 +1,167 @@
+"""NAS-Bench-201 child network and weight-sharing supernet (tiny shapes)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nas_jax import networks
+from nas_jax.networks import nb201 as net
+from nas_jax.spaces import get_space
+
+SPACE = get_space("nb201")
+CFG = net.SupernetConfig(num_classes=10, init_channels=4, layers=1)
+ARCHS = np.array([
+    [3, 1, 2, 0, 4, 3],  # a typical cell
+    [0, 3, 2, 1, 3, 0],  # node 1 empty (its convs output their BN shift), node 2 unused
+    [3, 3, 0, 1, 3, 0],  # node 2 computed but unused
+    [0, 0, 0, 0, 0, 0],  # empty cell: output zero
+    [4, 4, 4, 4, 4, 4],
+], np.int32)
+
+
+@pytest.fixture(scope="module")
+def data():
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+  return x, jnp.array([0, 1, 2, 3], jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def supernet(data):
+  init = jax.jit(net.init_supernet, static_argnums=(1, 2))  # one compilation, not many eager ops
+  params, stats = init(jax.random.key(1), CFG, data[0].shape)
+  # Non-trivial running statistics, so that eval mode is a real check.
+  stats = jax.tree.map(lambda v: v + 0.1 * jax.random.uniform(jax.random.key(2), v.shape), stats)
+
+  @jax.jit
+  def forward(params, stats, arch, x):
+    eval_logits, _ = net.supernet_apply(params, stats, arch, x, config=CFG, train=False)
+    train_logits, new_stats = net.supernet_apply(params, stats, arch, x, config=CFG, train=True)
+    return eval_logits, train_logits, new_stats
+
+  return params, stats, forward
+
+
+def _child(arch, **kw):
+  return networks.build_child(SPACE, arch, **{"num_classes": 10, "init_channels": 4, "layers": 1, **kw})
+
+
+def test_child_shapes_and_parameters(data):
+  # Shapes only (jax.eval_shape): eager flax is slow on these CPUs.
+  x, _ = data
+  model = _child(ARCHS[0], auxiliary=True, drop_path_prob=0.2)
+  variables = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, x, train=False))
+  logits, aux = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+  assert logits.shape == (4, 10) and aux is None
+  # blocks: 3 cells, 2 residual blocks; a cell holds only its conv edges
+  assert sorted(variables["params"]) == ["block_0", "block_1", "block_2", "block_3", "block_4",
+                                         "head", "stem"]
+  cell = variables["params"]["block_0"]
+  assert sorted(cell) == ["e0", "e2", "e5"] and sorted(cell["e2"]) == ["c1"]
+  assert cell["e0"]["c3"]["w"].shape == (3, 3, 4, 4)
+  assert variables["params"]["block_2"]["e0"]["c3"]["w"].shape == (3, 3, 8, 8)
+  assert variables["params"]["block_1"]["short"]["w"].shape == (1, 1, 4, 8)
+  assert variables["params"]["head"]["dense"]["w"].shape == (16, 10)
+  # node 2 of ARCHS[2] feeds nothing: its conv edge gets no parameters
+  dead = _child(ARCHS[2])
+  v = jax.eval_shape(lambda: dead.init({"params": jax.random.key(0)}, x, train=False))
+  assert sorted(v["params"]["block_0"]) == ["e0", "e4"]
+
+
+def test_child_train_mode_drop_path_and_odd_sizes(supernet):
+  x = jax.random.normal(jax.random.key(3), (2, 7, 7, 3))
+  model = _child(ARCHS[0])
+  # Variables from the supernet (their shapes do not depend on the image size):
+  # no separate compilation of model.init.
+  variables = net.child_variables_from_supernet(ARCHS[0], supernet[0], supernet[1], CFG)
+
+  @jax.jit
+  def run(variables):
+    (dropped, _), _ = model.apply(variables, x, train=True, drop_prob=0.5, mutable=["batch_stats"],
+                                  rngs={"drop_path": jax.random.key(1)})
+    (plain, _), upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    return dropped, plain, upd
+
+  dropped, plain, upd = run(variables)
+  assert dropped.shape == (2, 10) and bool(jnp.isfinite(dropped).all())
+  changed = jax.tree.map(lambda a, b: bool((a != b).any()), upd["batch_stats"], variables["batch_stats"])
+  assert all(jax.tree.leaves(changed))  # every BN updated its running statistics
+  assert not np.allclose(dropped, plain)
+
+
+def test_child_from_supernet_equals_supernet_one_compilation(data, supernet):
+  x, _ = data
+  params, stats, forward = supernet
+  for k, arch in enumerate(ARCHS):
+    eval_logits, train_logits, new_stats = forward(params, stats, jnp.asarray(arch), x)
+    if k not in (0, 1):
+      continue  # the supernet runs every cell (one compilation); a child compiles per cell
+    child = _child(arch)
+    variables = net.child_variables_from_supernet(arch, params, stats, CFG)
+
+    @jax.jit
+    def run(variables, child=child):
+      child_eval, _ = child.apply(variables, x, train=False)
+      (child_train, _), upd = child.apply(variables, x, train=True, mutable=["batch_stats"])
+      return child_eval, child_train, upd
+
+    child_eval, child_train, upd = run(variables)
+    np.testing.assert_allclose(child_eval, eval_logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(child_train, train_logits, rtol=1e-4, atol=1e-5)
+    # the child's updated statistics are the supernet's for the ops it has
+    mine = net.child_variables_from_supernet(arch, params, new_stats, CFG)["batch_stats"]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 upd["batch_stats"], mine)
+  assert forward._cache_size() == 1  # pylint: disable=protected-access
+  # different cells give different functions
+  a, _, _ = forward(params, stats, jnp.asarray(ARCHS[0]), x)
+  b, _, _ = forward(params, stats, jnp.asarray(ARCHS[4]), x)
+  assert not np.allclose(a, b)
+
+
+def test_eval_archs_scores_k_architectures(data, supernet):
+  x, y = data
+  params, stats, forward = supernet
+  eval_archs = net.make_eval_archs(CFG, bn="running")
+  acc, loss = eval_archs(params, stats, jnp.asarray(ARCHS[:3]), x, y)
+  assert acc.shape == (3,) and loss.shape == (3,)
+  for k in range(3):
+    logits, _, _ = forward(params, stats, jnp.asarray(ARCHS[k]), x)
+    expected = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y])
+    np.testing.assert_allclose(loss[k], expected, rtol=1e-4)
+    np.testing.assert_allclose(acc[k], jnp.mean(jnp.argmax(logits, -1) == y))
+  with pytest.raises(ValueError, match="bn must be"):
+    net.make_eval_archs(CFG, bn="mixed")
+
+
+def test_bad_settings_are_rejected():
+  with pytest.raises(ValueError, match="out of range"):
+    net.build_child(SPACE, [0, 1, 2, 3, 4, 5], num_classes=10)
+  with pytest.raises(ValueError, match="layers must be >= 1"):
+    net.build_child(SPACE, [0] * 6, num_classes=10, layers=0)
+  with pytest.raises(ValueError, match="6 op ids"):
+    net.child_variables_from_supernet([0] * 5, {}, {}, CFG)
+
+
+def test_useful_edges():
+  assert net.useful_edges([3, 3, 0, 1, 0, 0]) == [False, False, False, True, False, False]
+  assert net.useful_edges([3, 3, 0, 1, 3, 0]) == [True, False, False, True, True, False]
+  assert net.useful_edges([0] * 6) == [False] * 6
+  assert net.useful_edges([1, 0, 1, 0, 0, 1]) == [True, False, True, False, False, True]
+
+
+@pytest.mark.slow
+def test_supernet_trains_50_archs_with_one_compilation(data):
+  x, y = data
+  params, stats = net.init_supernet(jax.random.key(1), CFG, x.shape)
+  tx = net.default_optimizer(0.05)
+  state = net.init_train_state(params, stats, tx)
+  step = net.make_train_step(CFG, tx)
+  archs = jax.vmap(SPACE.sample)(jax.random.split(jax.random.key(4), 50))
+  losses = []
+  for arch in archs:
+    state, metrics = step(state, arch, (x, y), jax.random.key(0))
+    losses.append(float(metrics["loss"]))
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert np.isfinite(losses).all() and np.mean(losses[-10:]) < np.mean(losses[:10])
