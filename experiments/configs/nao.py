@@ -1,0 +1,28 @@
+"""Overrides for ``--strategy nao`` (merged over configs/default.py): NAO-WS.
+
+NAO with weight sharing (Luo et al. 2018, section 3.3 / NAO_V1 search code):
+a pool of random cells is scored by a shared supernet; each round the supernet
+is trained on architectures drawn uniformly from the pool and every pool member
+is re-scored on one validation batch (``reevaluate_pool``), NAO is retrained on
+the pool and gradient ascent in its embedding space proposes new cells. The
+best cell is then trained from scratch. Sized to finish in minutes on 2 CPU
+cores on the embedded digits data; scale ``init_pool``, ``budget``, the
+supernet and ``final`` up for real runs (the paper: pool 1000, 3 rounds).
+
+Budget: with ``reevaluate_pool`` every ask re-scores the pool, so the budget
+counts those re-evaluations: 16 + 3 x (16 + 8) = 88 evaluations = 4 rounds.
+"""
+
+
+def get_config():
+  return {
+      "budget": 88,
+      "strategy": {"name": "nao", "reevaluate_pool": True, "init_pool": 16,
+                   "new_per_round": 8, "top_k": 8, "train_steps": 100},
+      "evaluator": {
+          "name": "supernet",
+          "supernet": {"init_channels": 8, "layers": 3, "steps_per_round": 40,
+                       "total_rounds": 4, "batch_size": 64},
+      },
+      "final": {"epochs": 8, "init_channels": 8, "layers": 3, "batch_size": 64},
+  }
