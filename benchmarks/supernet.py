@@ -1,0 +1,162 @@
+"""Benchmark of the nasnet weight-sharing supernet on CPU.
+
+CIFAR-shaped supernet (8 cells: 3 stages of 2 normal cells with a reduction
+cell between stages, C=16, B=5), batch 64 of random 32x32x3 images. Prints and
+writes JSON with:
+
+- ``cold_start_s``: process start to the end of the first train step
+  (imports, initialisation and compilation included);
+- ``compile_s``: XLA compile time of the train step (from jax.monitoring);
+- ``train_step_s``: median wall time of ``--steps`` (>= 20) steps, each with a
+  different random architecture;
+- ``eval_archs_per_s``: architectures scored per second by one ``eval_archs``
+  call on one 500-image batch (second call, compile excluded);
+- ``recompiles``: compilations of the train step / eval function beyond their
+  first one (0 means one compilation serves every architecture);
+- ``peak_rss_mb``: peak resident memory of the process;
+- ``load_avg``: 1-minute load average at start and end (the machine is shared).
+
+Usage:
+    python benchmarks/supernet.py --out /tmp/supernet.json
+"""
+from __future__ import annotations
+
+import time
+
+_T0 = time.time()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+
+
+def _process_start() -> float:
+  """Wall-clock time the process started (Linux /proc), else module import."""
+  try:
+    with open("/proc/self/stat") as f:
+      start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+      uptime = float(f.read().split()[0])
+    return time.time() - uptime + start_ticks / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    return _T0
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", default=None, help="write the JSON figures here")
+  parser.add_argument("--steps", type=int, default=21, help="timed train steps (>= 20)")
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--size", type=int, default=32)
+  parser.add_argument("--channels", type=int, default=16)
+  parser.add_argument("--layers", type=int, default=8)
+  parser.add_argument("--eval-batch", type=int, default=500)
+  parser.add_argument("--eval-archs", type=int, default=8, help="K architectures per eval call")
+  parser.add_argument("--eval-method", default="map", choices=["map", "vmap", "both"])
+  parser.add_argument("--depthwise", default="auto", choices=["auto", "shift", "grouped"])
+  args = parser.parse_args()
+  t_start = _process_start()
+
+  import jax
+  import numpy as np
+
+  from nas_jax import ops
+  from nas_jax.networks import nasnet
+
+  compile_events: list[float] = []
+
+  def listener(event: str, duration: float, **kwargs) -> None:
+    del kwargs
+    if event == "/jax/core/compile/backend_compile_duration":
+      compile_events.append(duration)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  ops.set_depthwise_impl(args.depthwise)
+  load_start = os.getloadavg()[0]
+
+  rng = np.random.default_rng(0)
+
+  def sample_arch() -> np.ndarray:
+    a = np.zeros((2, 5, 4), np.int32)
+    for c in range(2):
+      for n in range(5):
+        a[c, n] = [rng.integers(0, n + 2), rng.integers(0, 5), rng.integers(0, n + 2), rng.integers(0, 5)]
+    return a
+
+  cfg = nasnet.SupernetConfig(num_classes=10, init_channels=args.channels, layers=args.layers)
+  params, stats = nasnet.init_supernet(jax.random.key(0), cfg, (args.size, args.size, 3))
+  tx = nasnet.default_optimizer()
+  state = nasnet.init_train_state(params, stats, tx)
+  train_step = nasnet.make_train_step(cfg, tx)
+  x = rng.standard_normal((args.batch, args.size, args.size, 3), np.float32)
+  y = rng.integers(0, 10, args.batch).astype(np.int32)
+  key = jax.random.key(1)
+
+  state, metrics = train_step(state, sample_arch(), (x, y), key)
+  jax.block_until_ready(metrics)
+  cold_start = time.time() - t_start
+  compile_train = sum(compile_events)
+  n_compiles_first = len(compile_events)
+  print(f"cold start {cold_start:.1f} s (train-step compile {compile_train:.1f} s)", flush=True)
+
+  times = []
+  for _ in range(args.steps):
+    arch = sample_arch()
+    t = time.perf_counter()
+    state, metrics = train_step(state, arch, (x, y), key)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t)
+  train_step_s = float(np.median(times))
+  print(f"train step median {train_step_s:.3f} s over {len(times)} archs (min {min(times):.3f}, "
+        f"max {max(times):.3f}); loss {float(metrics['loss']):.3f}", flush=True)
+  recompiles = train_step._cache_size() - 1  # pylint: disable=protected-access
+
+  xe = rng.standard_normal((args.eval_batch, args.size, args.size, 3), np.float32)
+  ye = rng.integers(0, 10, args.eval_batch).astype(np.int32)
+  archs = np.stack([sample_arch() for _ in range(args.eval_archs)])
+  eval_rates = {}
+  eval_compile = {}
+  for method in (["map", "vmap"] if args.eval_method == "both" else [args.eval_method]):
+    eval_archs = nasnet.make_eval_archs(cfg, method=method)
+    n0 = len(compile_events)
+    t = time.perf_counter()
+    jax.block_until_ready(eval_archs(state["params"], state["batch_stats"], archs, xe, ye))
+    eval_compile[method] = sum(compile_events[n0:])
+    first = time.perf_counter() - t
+    archs2 = np.stack([sample_arch() for _ in range(args.eval_archs)])
+    t = time.perf_counter()
+    acc, _ = eval_archs(state["params"], state["batch_stats"], archs2, xe, ye)
+    jax.block_until_ready(acc)
+    dt = time.perf_counter() - t
+    eval_rates[method] = args.eval_archs / dt
+    recompiles += eval_archs._cache_size() - 1  # pylint: disable=protected-access
+    print(f"eval_archs[{method}]: {args.eval_archs} archs x {args.eval_batch} images in {dt:.2f} s "
+          f"= {eval_rates[method]:.2f} archs/s (first call incl. compile {first:.1f} s)", flush=True)
+
+  result = {
+      "cold_start_s": round(cold_start, 2),
+      "compile_s": round(compile_train, 2),
+      "train_step_s": round(train_step_s, 4),
+      "train_step_min_s": round(min(times), 4),
+      "eval_archs_per_s": round(max(eval_rates.values()), 3),
+      "eval_archs_per_s_by_method": {k: round(v, 3) for k, v in eval_rates.items()},
+      "eval_compile_s": {k: round(v, 2) for k, v in eval_compile.items()},
+      "recompiles": int(recompiles),
+      "compilations_before_first_step": n_compiles_first,
+      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "load_avg_start": round(load_start, 2),
+      "load_avg_end": round(os.getloadavg()[0], 2),
+      "depthwise_impl": ops.depthwise_impl(),
+      "config": {"batch": args.batch, "size": args.size, "channels": args.channels, "layers": args.layers,
+                 "steps": args.steps, "eval_batch": args.eval_batch, "eval_archs": args.eval_archs},
+      "jax": jax.__version__, "backend": jax.default_backend(),
+  }
+  print(json.dumps(result, indent=2))
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,926 @@
+"""Networks of the ``nasnet`` cell space: supernets and the child network.
+
+Architecture (see ``nas_jax.spaces.nasnet``): ``int32[2, B, 4]`` indexed
+``[cell (0 normal, 1 reduction), node, (input0, op0, input1, op1)]``; inputs
+0, 1 are the cell inputs ``c_{k-2}, c_{k-1}``, ``2 + j`` is node ``j``; ops
+``0 sep_conv_3x3, 1 sep_conv_5x5, 2 avg_pool_3x3, 3 max_pool_3x3, 4 identity``.
+In a reduction cell, ops applied to a cell input have stride 2 (identity then
+becomes a factorized reduce).
+
+Macro structure (DARTS/NAO): stem conv3x3(``stem_multiplier * C``)-BN, then
+``layers`` cells with reductions (channels doubled) at ``layers // 3`` and
+``2 * layers // 3``; each cell first maps its inputs to ``C`` channels with a
+ReLU-conv1x1-BN (a factorized reduce for ``c_{k-2}`` after a reduction); then
+global average pooling and a linear classifier.
+
+Cell output (the same function in every network): the concatenation of the
+*loose ends* (nodes that no other node of the cell uses). The supernet, whose
+architecture is traced, keeps a fixed shape by concatenating all B nodes,
+each multiplied by its 0/1 loose-end flag; every consumer of a cell output
+(the next cells' 1x1 preprocessing and factorized reduce, the classifier) is
+linear in its input channels after a ReLU, so the zero blocks contribute
+nothing and the child, which concatenates only the loose ends, computes exactly
+the same function with the corresponding rows of those weights
+(``child_variables_from_supernet``).
+
+Weight-sharing supernet (ENAS / NAO-WS)
+---------------------------------------
+Parameters exist once for every (cell, node, slot, op): ``sep_conv_3x3`` and
+``sep_conv_5x5`` weights per slot (shared between the strided and unstrided
+uses), plus a factorized reduce per slot in reduction cells (identity on a cell
+input). The architecture is a traced int32 argument: each node input is
+picked by ``lax.select_n`` over the available states and each op by
+``lax.switch``, which on CPU runs only the chosen branch (forward and
+backward), so one compiled train step serves every architecture. Cells are
+unrolled; the 2B edges of a cell run in one ``lax.scan`` (``EDGE_LOOP =
+"scan"``) so the edge code is compiled once per cell: measured at a tiny shape
+(2 cells), the unrolled edges gave 110k lines of HLO and 52 s (CPU) to lower,
+the scan 15k lines. Compile time is still the weak point on CPU (see the
+benchmark).
+
+Batch norm in the supernet: training uses batch statistics (as ENAS and NAO-WS
+do) and also tracks running statistics of every op (updated only for the ops
+that ran). ``eval_archs`` scores architectures with *batch statistics* by
+default (``bn="batch"``: the running averages are mixtures over many
+architectures and misrepresent any single one; ENAS/NAO-WS evaluate this way);
+``bn="running"`` uses the running statistics instead, which is the mode in
+which a child built by ``child_variables_from_supernet`` reproduces the
+supernet exactly (``train=False``).
+
+Continuous relaxation (DARTS / BayesNAS)
+----------------------------------------
+Every node is connected to every earlier state by a mixed edge running all 5
+ops; ``arch_params`` (``float32[2, E, 5]``, E = 2 + 3 + ... + (B+1) edges per
+cell type, ordered node by node and input by input, see ``edge_index``) weight
+them: ``mode="softmax"`` uses ``softmax(arch_params[c, e])`` (DARTS),
+``mode="switch"`` uses the raw values as multiplicative switches
+``sum_k z_k op_k(x)`` (BayesNAS). All B nodes are concatenated.
+``derive_arch`` turns the weights into a discrete architecture.
+
+Example:
+    >>> cfg = SupernetConfig(num_classes=10, init_channels=16, layers=8)
+    >>> params, stats = init_supernet(jax.random.key(0), cfg, (32, 32, 3))
+    >>> state = init_train_state(params, stats, default_optimizer())
+    >>> train_step = make_train_step(cfg, default_optimizer())
+    >>> state, metrics = train_step(state, arch, (x, y), jax.random.key(1))
+    >>> eval_archs = make_eval_archs(cfg)
+    >>> acc, loss = eval_archs(state["params"], state["batch_stats"], archs, x_val, y_val)
+    >>> child = build_child(space, arch, num_classes=10, init_channels=16, layers=8)
+    >>> variables = child_variables_from_supernet(arch, state["params"],
+    ...                                           state["batch_stats"], cfg)
+    >>> logits, _ = child.apply(variables, x_val, train=False)
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from nas_jax import ops
+
+Params = dict[str, Any]
+
+OPS: tuple[str, ...] = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity")
+NUM_OPS = len(OPS)
+SEP3, SEP5, AVG, MAX, IDENTITY = range(NUM_OPS)
+
+
+@dataclasses.dataclass(frozen=True)
+class SupernetConfig:
+  """Macro settings shared by the supernets and the child network.
+
+  Attributes:
+    num_classes: classifier outputs.
+    init_channels: C of the first stage.
+    layers: total number of cells (reductions at layers//3 and 2*layers//3).
+    num_nodes: B, nodes per cell.
+    stem_multiplier: the stem outputs ``stem_multiplier * C`` channels.
+  """
+  num_classes: int = 10
+  init_channels: int = 16
+  layers: int = 8
+  num_nodes: int = 5
+  stem_multiplier: int = 3
+
+  def __post_init__(self):
+    for name in ("num_classes", "init_channels", "layers", "num_nodes", "stem_multiplier"):
+      if int(getattr(self, name)) < 1:
+        raise ValueError(f"SupernetConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if self.init_channels < 2:
+      raise ValueError(f"init_channels must be >= 2 (factorized reduce), got {self.init_channels}")
+
+  @property
+  def reduction_layers(self) -> tuple[int, ...]:
+    return tuple(sorted({self.layers // 3, 2 * self.layers // 3}))
+
+  def plan(self) -> list[dict[str, Any]]:
+    """Per cell: ``reduction``, ``reduction_prev`` and ``channels`` (C of the cell)."""
+    cells, c, reduction_prev = [], self.init_channels, False
+    for i in range(self.layers):
+      reduction = i in self.reduction_layers
+      if reduction:
+        c *= 2
+      cells.append({"reduction": reduction, "reduction_prev": reduction_prev, "channels": c})
+      reduction_prev = reduction
+    return cells
+
+
+def _as_config(config: SupernetConfig | dict[str, Any]) -> SupernetConfig:
+  if isinstance(config, SupernetConfig):
+    return config
+  fields = {f.name for f in dataclasses.fields(SupernetConfig)}
+  return SupernetConfig(**{k: v for k, v in dict(config).items() if k in fields})
+
+
+# --- arch helpers -------------------------------------------------------------
+def loose_end_mask(cell_arch: jax.Array) -> jax.Array:
+  """float32[B]: 1 for nodes no other node of the cell uses (jnp, traceable)."""
+  b = cell_arch.shape[0]
+  inputs = jnp.concatenate([cell_arch[:, 0], cell_arch[:, 2]])
+  used = jnp.any(inputs[None, :] == (jnp.arange(b) + 2)[:, None], axis=1)
+  return (~used).astype(jnp.float32)
+
+
+def _loose_ends_np(cell_arch: np.ndarray) -> list[int]:
+  used = set(int(v) - 2 for v in np.concatenate([cell_arch[:, 0], cell_arch[:, 2]]) if v >= 2)
+  return [j for j in range(cell_arch.shape[0]) if j not in used]
+
+
+def check_arch(arch: Any, num_nodes: int = 5) -> np.ndarray:
+  """Validates a concrete architecture array; returns it as int32 numpy."""
+  a = np.asarray(arch)
+  if a.shape != (2, num_nodes, 4):
+    raise ValueError(f"nasnet arch must have shape (2, {num_nodes}, 4), got {a.shape}")
+  a = a.astype(np.int32)
+  for c in range(2):
+    for i in range(num_nodes):
+      for s in (0, 2):
+        if not 0 <= a[c, i, s] <= i + 1:
+          raise ValueError(f"arch[{c}, {i}, {s}] (input) = {a[c, i, s]} must be in 0..{i + 1}")
+      for s in (1, 3):
+        if not 0 <= a[c, i, s] < NUM_OPS:
+          raise ValueError(f"arch[{c}, {i}, {s}] (op) = {a[c, i, s]} must be in 0..{NUM_OPS - 1}")
+  return a
+
+
+def random_arch(key: jax.Array, num_nodes: int = 5) -> jax.Array:
+  """A uniformly random architecture (jittable); same law as the space's sample."""
+  k_in, k_op = jax.random.split(key)
+  hi = jnp.broadcast_to((jnp.arange(num_nodes) + 2)[None, :, None], (2, num_nodes, 2))
+  inputs = jnp.floor(jax.random.uniform(k_in, (2, num_nodes, 2)) * hi).astype(jnp.int32)
+  op = jax.random.randint(k_op, (2, num_nodes, 2), 0, NUM_OPS, jnp.int32)
+  return jnp.stack([inputs[..., 0], op[..., 0], inputs[..., 1], op[..., 1]], axis=-1)
+
+
+# --- the pieces shared by all networks ------------------------------------------
+def _init_stem(key, c_in, c_out):
+  return ops.init_relu_conv_bn(key, c_in, c_out, kernel=3)
+
+
+def _stem(p, s, x, train):
+  return ops.relu_conv_bn(p, s, x, train=train, relu=False)
+
+
+def _init_preprocess(key, c_prev_prev, c_prev, c, reduction_prev):
+  k0, k1 = jax.random.split(key)
+  if reduction_prev:
+    p0, s0 = ops.init_factorized_reduce(k0, c_prev_prev, c)
+  else:
+    p0, s0 = ops.init_relu_conv_bn(k0, c_prev_prev, c, 1)
+  p1, s1 = ops.init_relu_conv_bn(k1, c_prev, c, 1)
+  return {"pre0": p0, "pre1": p1}, {"pre0": s0, "pre1": s1}
+
+
+def _preprocess(p, s, h0, h1, reduction_prev, train):
+  if reduction_prev:
+    x0, t0 = ops.factorized_reduce(p["pre0"], s["pre0"], h0, train=train)
+  else:
+    x0, t0 = ops.relu_conv_bn(p["pre0"], s["pre0"], h0, train=train)
+  x1, t1 = ops.relu_conv_bn(p["pre1"], s["pre1"], h1, train=train)
+  return x0, x1, {"pre0": t0, "pre1": t1}
+
+
+def _init_edge(key, c, reduction, with_fr):
+  """Params of one (node, slot) of the weight-sharing supernet."""
+  k3, k5, kf = jax.random.split(key, 3)
+  p3, s3 = ops.init_sep_conv(k3, c, c, 3)
+  p5, s5 = ops.init_sep_conv(k5, c, c, 5)
+  p, s = {"sep3": p3, "sep5": p5}, {"sep3": s3, "sep5": s5}
+  if reduction and with_fr:
+    p["fr"], s["fr"] = ops.init_factorized_reduce(kf, c, c)
+  return p, s
+
+
+def _apply_op(op: int, p, s, h, stride: int, train: bool):
+  """One op with static id. ``p``/``s``: the edge's params/stats (all ops).
+
+  Returns ``(y, new_edge_stats)``.
+  """
+  s = dict(s)
+  if op == SEP3:
+    y, s["sep3"] = ops.sep_conv(p["sep3"], s["sep3"], h, train=train, stride=stride)
+  elif op == SEP5:
+    y, s["sep5"] = ops.sep_conv(p["sep5"], s["sep5"], h, train=train, stride=stride)
+  elif op == AVG:
+    y = ops.avg_pool(h, stride)
+  elif op == MAX:
+    y = ops.max_pool(h, stride)
+  elif stride == 1:
+    y = ops.identity(h)
+  else:
+    y, s["fr"] = ops.factorized_reduce(p["fr"], s["fr"], h, train=train)
+  return y, s
+
+
+def _init_head(key, c_in, num_classes):
+  return ops.init_dense(key, c_in, num_classes)
+
+
+def _head(p, h):
+  return ops.dense(p, jnp.mean(h, axis=(1, 2)))
+
+
+def _cross_entropy(logits, y):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+
+
+# --- weight-sharing supernet --------------------------------------------------------
+def init_supernet(key: jax.Array, config: SupernetConfig | dict[str, Any],
+                  input_shape: tuple[int, ...]) -> tuple[Params, Params]:
+  """Parameters and batch statistics of the weight-sharing supernet.
+
+  Args:
+    key: PRNG key.
+    config: ``SupernetConfig`` (or a dict of its fields).
+    input_shape: ``(H, W, C_in)`` (or ``(N, H, W, C_in)``) of the images.
+
+  Returns:
+    ``(params, batch_stats)`` pytrees with keys ``stem``, ``cell_<i>``,
+    ``classifier`` (params only).
+  """
+  cfg = _as_config(config)
+  c_in = int(input_shape[-1])
+  keys = jax.random.split(key, cfg.layers + 2)
+  c_stem = cfg.stem_multiplier * cfg.init_channels
+  params, stats = {}, {}
+  params["stem"], stats["stem"] = _init_stem(keys[0], c_in, c_stem)
+  c_pp, c_p = c_stem, c_stem
+  for i, cell in enumerate(cfg.plan()):
+    c = cell["channels"]
+    kpre, kn = jax.random.split(keys[i + 1])
+    p, s = _init_preprocess(kpre, c_pp, c_p, c, cell["reduction_prev"])
+    edge_keys = jax.random.split(kn, 2 * cfg.num_nodes)
+    p["edges"], s["edges"] = jax.vmap(lambda k: _init_edge(k, c, cell["reduction"], True))(edge_keys)
+    params[f"cell_{i}"], stats[f"cell_{i}"] = p, s
+    c_pp, c_p = c_p, cfg.num_nodes * c
+  params["classifier"] = _init_head(keys[-1], c_p, cfg.num_classes)
+  return params, stats
+
+
+def _branch(op, stride, train, p, s, h):
+  return _apply_op(op, p, s, h, stride, train)
+
+
+def _branch2(op, stride, train, p, s, h_full, h_node):
+  return _apply_op(op, p, s, h_full if stride > 1 else h_node, stride, train)
+
+
+def _edge_switch(p, s, h_full, h_node, idx, op, reduction: bool, train: bool, with_nodes: bool = True):
+  """``op(input)`` of one edge with a traced op (and stride chosen by ``idx``).
+
+  Normal cells: ``h_full`` is the selected input. Reduction cells: ``h_full``
+  is the selected cell input (strided ops), ``h_node`` the selected node.
+  """
+  if not reduction:
+    return lax.switch(op, [functools.partial(_branch, o, 1, train) for o in range(NUM_OPS)], p, s, h_full)
+  if not with_nodes:
+    return lax.switch(op, [functools.partial(_branch, o, 2, train) for o in range(NUM_OPS)], p, s, h_full)
+  branches = [functools.partial(_branch2, o, 2, train) for o in range(NUM_OPS)]
+  branches += [functools.partial(_branch2, o, 1, train) for o in range(NUM_OPS)]
+  which = op + NUM_OPS * (idx >= 2).astype(jnp.int32)
+  return lax.switch(which, branches, p, s, h_full, h_node)
+
+
+def _supernet_cell_unrolled(p, s, x0, x1, cell_arch, reduction, num_nodes, train):
+  """Nodes and edges as unrolled Python loops (more code, no loop overhead)."""
+  states, new_edges = [x0, x1], []
+  for n in range(num_nodes):
+    node = None
+    for slot in range(2):
+      e = 2 * n + slot
+      pe, se = jax.tree.map(lambda a: a[e], (p, s))
+      idx, op = cell_arch[n, 2 * slot], cell_arch[n, 2 * slot + 1]
+      if not reduction:
+        y, se = _edge_switch(pe, se, lax.select_n(idx, *states), None, idx, op, False, train)
+      else:
+        h_full = lax.select_n(jnp.minimum(idx, 1), x0, x1)
+        nodes = states[2:]
+        h_node = lax.select_n(jnp.clip(idx - 2, 0, len(nodes) - 1), *nodes) if nodes else None
+        y, se = _edge_switch(pe, se, h_full, h_node, idx, op, True, train, with_nodes=bool(nodes))
+      new_edges.append(se)
+      node = y if node is None else node + y
+    states.append(node)
+  new_s = jax.tree.map(lambda *a: jnp.stack(a), *new_edges)
+  return states[2:], new_s
+
+
+def _supernet_cell_scan(p, s, x0, x1, cell_arch, reduction, num_nodes, train):
+  """One ``lax.scan`` over the 2B edges: the edge code is compiled once per cell.
+
+  Carry: the node outputs ``[B, N, H', W', C]`` and the running node sum; edge
+  ``e = 2 * node + slot`` writes ``partial + y`` into its node's slot (slot 0
+  writes a partial sum that slot 1 overwrites; a node never reads itself).
+  """
+  inputs = jnp.stack([x0, x1])
+  idx = jnp.stack([cell_arch[:, 0], cell_arch[:, 2]], axis=1).reshape(-1)
+  op = jnp.stack([cell_arch[:, 1], cell_arch[:, 3]], axis=1).reshape(-1)
+  e = jnp.arange(2 * num_nodes)
+  shape = (x0.shape[0], ops.out_size(x0.shape[1], 3, 2), ops.out_size(x0.shape[2], 3, 2),
+           x0.shape[3]) if reduction else x0.shape
+  nodes0 = jnp.zeros((num_nodes,) + shape, x0.dtype)
+
+  def body(carry, xs):
+    nodes, acc = carry
+    pe, se, idx_e, op_e, e_ = xs
+    slot = e_ % 2
+    h_node = lax.dynamic_index_in_dim(nodes, jnp.clip(idx_e - 2, 0, num_nodes - 1), keepdims=False)
+    if not reduction:
+      h = jnp.where(idx_e < 2, lax.dynamic_index_in_dim(inputs, jnp.minimum(idx_e, 1), keepdims=False), h_node)
+      y, se = _edge_switch(pe, se, h, None, idx_e, op_e, False, train)
+    else:
+      h_full = lax.dynamic_index_in_dim(inputs, jnp.minimum(idx_e, 1), keepdims=False)
+      y, se = _edge_switch(pe, se, h_full, h_node, idx_e, op_e, True, train)
+    val = y + acc * slot.astype(y.dtype)
+    nodes = lax.dynamic_update_index_in_dim(nodes, val, e_ // 2, 0)
+    return (nodes, val), se
+
+  (nodes, _), new_s = lax.scan(body, (nodes0, jnp.zeros(shape, x0.dtype)), (p, s, idx, op, e))
+  return [nodes[n] for n in range(num_nodes)], new_s
+
+
+EDGE_LOOP = "scan"  # "scan" or "unroll": see _supernet_cell_scan / _unrolled
+
+
+def _supernet_cell(p, s, h0, h1, cell_arch, cell, num_nodes, train):
+  x0, x1, new_s = _preprocess(p, s, h0, h1, cell["reduction_prev"], train)
+  fn = _supernet_cell_scan if EDGE_LOOP == "scan" else _supernet_cell_unrolled
+  nodes, new_s["edges"] = fn(p["edges"], s["edges"], x0, x1, cell_arch, cell["reduction"], num_nodes, train)
+  mask = loose_end_mask(cell_arch)
+  out = jnp.concatenate([nodes[n] * mask[n] for n in range(num_nodes)], axis=-1)
+  return out, new_s
+
+
+def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.Array, *,
+                   config: SupernetConfig | dict[str, Any], train: bool) -> tuple[jax.Array, Params]:
+  """Logits of the supernet for one (traced) architecture.
+
+  Args:
+    params, batch_stats: from ``init_supernet``.
+    arch: int32[2, B, 4].
+    x: float32[N, H, W, C_in].
+    config: the network's ``SupernetConfig``.
+    train: batch statistics (True) or running statistics (False) in BN.
+
+  Returns:
+    ``(logits [N, num_classes], new_batch_stats)``; in train mode the running
+    statistics of the ops that ran are updated.
+  """
+  cfg = _as_config(config)
+  chex.assert_rank(x, 4)
+  chex.assert_shape(arch, (2, cfg.num_nodes, 4))
+  arch = jnp.asarray(arch, jnp.int32)
+  new_stats = {}
+  h, new_stats["stem"] = _stem(params["stem"], batch_stats["stem"], x, train)
+  h0 = h1 = h
+  for i, cell in enumerate(cfg.plan()):
+    out, new_stats[f"cell_{i}"] = _supernet_cell(params[f"cell_{i}"], batch_stats[f"cell_{i}"], h0, h1,
+                                                 arch[int(cell["reduction"])], cell, cfg.num_nodes, train)
+    h0, h1 = h1, out
+  return _head(params["classifier"], h1), new_stats
+
+
+def default_optimizer(learning_rate: float | optax.Schedule = 0.05, momentum: float = 0.9,
+                      weight_decay: float = 3e-4, clip_norm: float = 5.0) -> optax.GradientTransformation:
+  """SGD with Nesterov momentum, weight decay and gradient clipping (NAO-WS style)."""
+  return optax.chain(optax.clip_by_global_norm(clip_norm), optax.add_decayed_weights(weight_decay),
+                     optax.sgd(learning_rate, momentum=momentum, nesterov=True))
+
+
+def init_train_state(params: Params, batch_stats: Params, tx: optax.GradientTransformation) -> dict[str, Any]:
+  """``{"params", "batch_stats", "opt_state", "step"}``: the supernet train state (a pytree)."""
+  return {"params": params, "batch_stats": batch_stats, "opt_state": tx.init(params),
+          "step": jnp.zeros((), jnp.int32)}
+
+
+def make_train_step(config: SupernetConfig | dict[str, Any], tx: optax.GradientTransformation,
+                    *, donate: bool = True) -> Callable:
+  """One jitted supernet training step that serves every architecture.
+
+  Args:
+    config: ``SupernetConfig``.
+    tx: the optax optimizer the state was built with.
+    donate: donate the state buffers (the input state must not be reused).
+
+  Returns:
+    ``train_step(state, arch, batch, key) -> (state, metrics)`` with
+    ``batch = (x float32[N,H,W,C], y int32[N])``, ``arch`` int32[2, B, 4]
+    (traced: no recompilation across architectures), ``key`` reserved for
+    stochastic regularisation, ``metrics = {"loss", "acc"}`` (acc in [0, 1]).
+  """
+  cfg = _as_config(config)
+
+  def train_step(state, arch, batch, key):
+    del key
+    x, y = batch
+
+    def loss_fn(params):
+      logits, new_stats = supernet_apply(params, state["batch_stats"], arch, x, config=cfg, train=True)
+      loss = jnp.mean(_cross_entropy(logits, y))
+      return loss, (logits, new_stats)
+
+    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
+    new_state = {"params": params, "batch_stats": new_stats, "opt_state": opt_state, "step": state["step"] + 1}
+    return new_state, {"loss": loss, "acc": acc}
+
+  return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+
+
+def make_eval_archs(config: SupernetConfig | dict[str, Any], *, method: str = "map",
+                    bn: str = "batch") -> Callable:
+  """One jitted call that scores K architectures on one batch.
+
+  Args:
+    config: ``SupernetConfig``.
+    method: "map" (``lax.map``: one architecture after the other, each running
+      only its chosen ops; fastest on CPU) or "vmap" (all K at once; under vmap
+      ``lax.switch`` runs every branch, so it only pays off on accelerators).
+    bn: "batch" (batch statistics of the evaluation batch, ENAS/NAO-WS) or
+      "running" (the supernet's running statistics).
+
+  Returns:
+    ``eval_archs(params, batch_stats, archs int32[K, 2, B, 4], x, y) ->
+    (acc float32[K] in [0, 1], loss float32[K])``.
+  """
+  cfg = _as_config(config)
+  if method not in ("map", "vmap"):
+    raise ValueError(f"eval method must be 'map' or 'vmap', got {method!r}")
+  if bn not in ("batch", "running"):
+    raise ValueError(f"bn must be 'batch' or 'running', got {bn!r}")
+
+  def eval_archs(params, batch_stats, archs, x, y):
+    chex.assert_rank(archs, 4)
+
+    def one(arch):
+      logits, _ = supernet_apply(params, batch_stats, arch, x, config=cfg, train=(bn == "batch"))
+      acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
+      return acc, jnp.mean(_cross_entropy(logits, y))
+
+    if method == "map":
+      return lax.map(one, archs)
+    return jax.vmap(one)(archs)
+
+  return jax.jit(eval_archs)
+
+
+# --- continuous relaxation (DARTS / BayesNAS) -------------------------------------------
+def num_mixed_edges(num_nodes: int = 5) -> int:
+  """E: mixed edges per cell (node i has i + 2 inputs)."""
+  return sum(i + 2 for i in range(num_nodes))
+
+
+def edge_index(node: int, inp: int) -> int:
+  """Position of the mixed edge ``inp -> node`` in ``arch_params[c]``."""
+  if not 0 <= inp <= node + 1:
+    raise ValueError(f"input {inp} of node {node} must be in 0..{node + 1}")
+  return sum(i + 2 for i in range(node)) + inp
+
+
+def init_continuous(key: jax.Array, config: SupernetConfig | dict[str, Any],
+                    input_shape: tuple[int, ...]) -> tuple[Params, Params]:
+  """Parameters and batch statistics of the continuous-relaxation supernet.
+
+  Same stem, preprocessing and classifier as ``init_supernet``; each cell has
+  E mixed edges (params stacked on a leading E axis under ``"edges"``), each
+  with a sep_conv_3x3, a sep_conv_5x5 and, in reduction cells, a factorized
+  reduce for the strided identity.
+  """
+  cfg = _as_config(config)
+  c_in = int(input_shape[-1])
+  keys = jax.random.split(key, cfg.layers + 2)
+  c_stem = cfg.stem_multiplier * cfg.init_channels
+  params, stats = {}, {}
+  params["stem"], stats["stem"] = _init_stem(keys[0], c_in, c_stem)
+  c_pp, c_p = c_stem, c_stem
+  n_edges = num_mixed_edges(cfg.num_nodes)
+  for i, cell in enumerate(cfg.plan()):
+    c = cell["channels"]
+    kpre, kn = jax.random.split(keys[i + 1])
+    p, s = _init_preprocess(kpre, c_pp, c_p, c, cell["reduction_prev"])
+    p["edges"], s["edges"] = jax.vmap(lambda k: _init_edge(k, c, cell["reduction"], True))(
+        jax.random.split(kn, n_edges))
+    params[f"cell_{i}"], stats[f"cell_{i}"] = p, s
+    c_pp, c_p = c_p, cfg.num_nodes * c
+  params["classifier"] = _init_head(keys[-1], c_p, cfg.num_classes)
+  return params, stats
+
+
+def init_arch_params(config: SupernetConfig | dict[str, Any], mode: str = "softmax",
+                     key: jax.Array | None = None, scale: float = 1e-3) -> jax.Array:
+  """float32[2, E, 5] architecture parameters.
+
+  Args:
+    config: the network config (for B).
+    mode: "softmax" (logits, zeros = uniform; DARTS) or "switch" (ones).
+    key: optional PRNG key adding ``scale * normal`` noise (DARTS init).
+    scale: noise scale.
+  """
+  cfg = _as_config(config)
+  _check_mode(mode)
+  shape = (2, num_mixed_edges(cfg.num_nodes), NUM_OPS)
+  a = jnp.zeros(shape) if mode == "softmax" else jnp.ones(shape)
+  if key is not None:
+    a = a + scale * jax.random.normal(key, shape)
+  return a
+
+
+def _check_mode(mode: str) -> None:
+  if mode not in ("softmax", "switch"):
+    raise ValueError(f"weighting mode must be 'softmax' or 'switch', got {mode!r}")
+
+
+def _mixed_op(pe, se, h, w, stride, train):
+  out = 0.0
+  for o in range(NUM_OPS):
+    y, se = _apply_op(o, pe, se, h, stride, train)
+    out = out + w[o] * y
+  return out, se
+
+
+def continuous_cell(p: Params, s: Params, x0: jax.Array, x1: jax.Array, weights: jax.Array, *,
+                    reduction: bool, num_nodes: int, train: bool,
+                    loop: str = "scan") -> tuple[jax.Array, Params]:
+  """One relaxed cell after preprocessing: every op of every edge runs.
+
+  Args:
+    p, s: the cell's ``"edges"`` params/stats (leading axis E).
+    x0, x1: preprocessed cell inputs ``[N, H, W, C]``.
+    weights: float32[E, 5] op weights (already softmaxed or raw switches).
+    reduction: strided ops on the cell inputs.
+    num_nodes: B.
+    train: BN mode.
+    loop: "scan" (one ``lax.scan`` over the E edges: compiled once per cell)
+      or "unroll" (Python loops).
+
+  Returns:
+    ``(concat of all B nodes, new edge stats)``.
+  """
+  n_edges = num_mixed_edges(num_nodes)
+  chex.assert_shape(weights, (n_edges, NUM_OPS))
+  if loop == "unroll":
+    states, new_edges = [x0, x1], []
+    for n in range(num_nodes):
+      node = 0.0
+      for inp in range(n + 2):
+        e = edge_index(n, inp)
+        pe, se = jax.tree.map(lambda a: a[e], (p, s))
+        y, se = _mixed_op(pe, se, states[inp], weights[e], 2 if reduction and inp < 2 else 1, train)
+        node = node + y
+        new_edges.append(se)
+      states.append(node)
+    return jnp.concatenate(states[2:], axis=-1), jax.tree.map(lambda *a: jnp.stack(a), *new_edges)
+  node_of = jnp.asarray([n for n in range(num_nodes) for _ in range(n + 2)], jnp.int32)
+  inp_of = jnp.asarray([i for n in range(num_nodes) for i in range(n + 2)], jnp.int32)
+  inputs = jnp.stack([x0, x1])
+  shape = (x0.shape[0], ops.out_size(x0.shape[1], 3, 2), ops.out_size(x0.shape[2], 3, 2),
+           x0.shape[3]) if reduction else x0.shape
+
+  def body(carry, xs):
+    nodes, acc = carry
+    pe, se, w, node_e, inp_e = xs
+    h_node = lax.dynamic_index_in_dim(nodes, jnp.clip(inp_e - 2, 0, num_nodes - 1), keepdims=False)
+    h_in = lax.dynamic_index_in_dim(inputs, jnp.minimum(inp_e, 1), keepdims=False)
+    if not reduction:
+      y, se = _mixed_op(pe, se, jnp.where(inp_e < 2, h_in, h_node), w, 1, train)
+    else:
+      y, se = lax.cond(inp_e < 2, lambda: _mixed_op(pe, se, h_in, w, 2, train),
+                       lambda: _mixed_op(pe, se, h_node, w, 1, train))
+    val = y + acc * (inp_e > 0).astype(y.dtype)  # a node's edges are consecutive, inp 0 first
+    nodes = lax.dynamic_update_index_in_dim(nodes, val, node_e, 0)
+    return (nodes, val), se
+
+  init = (jnp.zeros((num_nodes,) + shape, x0.dtype), jnp.zeros(shape, x0.dtype))
+  (nodes, _), new_s = lax.scan(body, init, (p, s, weights, node_of, inp_of))
+  return jnp.concatenate([nodes[n] for n in range(num_nodes)], axis=-1), new_s
+
+
+def continuous_apply(params: Params, batch_stats: Params, arch_params: jax.Array, x: jax.Array, *,
+                     config: SupernetConfig | dict[str, Any], train: bool,
+                     mode: str = "softmax") -> tuple[jax.Array, Params]:
+  """Logits of the continuous-relaxation supernet.
+
+  Args:
+    params, batch_stats: from ``init_continuous``.
+    arch_params: float32[2, E, 5] (``init_arch_params``); differentiable.
+    x: images ``[N, H, W, C_in]``.
+    config: the ``SupernetConfig``.
+    train: batch statistics (True) or running statistics (False) in BN.
+    mode: "softmax": weights ``softmax(arch_params, -1)`` (DARTS); "switch":
+      ``output = sum_k z_k op_k(x)`` with ``z = arch_params`` (BayesNAS).
+
+  Returns:
+    ``(logits, new_batch_stats)``.
+  """
+  cfg = _as_config(config)
+  _check_mode(mode)
+  chex.assert_rank(x, 4)
+  chex.assert_shape(arch_params, (2, num_mixed_edges(cfg.num_nodes), NUM_OPS))
+  weights = jax.nn.softmax(arch_params, axis=-1) if mode == "softmax" else arch_params
+  new_stats = {}
+  h, new_stats["stem"] = _stem(params["stem"], batch_stats["stem"], x, train)
+  h0 = h1 = h
+  for i, cell in enumerate(cfg.plan()):
+    p, s = params[f"cell_{i}"], batch_stats[f"cell_{i}"]
+    x0, x1, ns = _preprocess(p, s, h0, h1, cell["reduction_prev"], train)
+    out, ns["edges"] = continuous_cell(p["edges"], s["edges"], x0, x1, weights[int(cell["reduction"])],
+                                       reduction=cell["reduction"], num_nodes=cfg.num_nodes, train=train)
+    new_stats[f"cell_{i}"] = ns
+    h0, h1 = h1, out
+  return _head(params["classifier"], h1), new_stats
+
+
+def derive_arch(weights: Any, num_nodes: int = 5) -> np.ndarray:
+  """A discrete architecture from relaxed weights (DARTS rule).
+
+  For every node, the two incoming edges with the largest op weight are kept,
+  each with its arg-max op.
+
+  Args:
+    weights: float[2, E, 5] op weights (softmaxed or switch magnitudes).
+    num_nodes: B.
+
+  Returns:
+    int32[2, B, 4] architecture.
+  """
+  w = np.asarray(weights, np.float64)
+  if w.shape != (2, num_mixed_edges(num_nodes), NUM_OPS):
+    raise ValueError(f"weights must have shape (2, {num_mixed_edges(num_nodes)}, {NUM_OPS}), got {w.shape}")
+  arch = np.zeros((2, num_nodes, 4), np.int32)
+  for c in range(2):
+    for n in range(num_nodes):
+      cand = [(w[c, edge_index(n, i)].max(), i, int(w[c, edge_index(n, i)].argmax())) for i in range(n + 2)]
+      cand.sort(key=lambda t: (-t[0], t[1]))
+      (_, i0, o0), (_, i1, o1) = cand[0], cand[1]
+      arch[c, n] = [i0, o0, i1, o1]
+  return arch
+
+
+# --- child network ------------------------------------------------------------------
+def _child_channels(cfg: SupernetConfig, arch: np.ndarray) -> list[dict[str, Any]]:
+  """The supernet plan plus, per cell, its loose ends and input/output widths."""
+  plan = cfg.plan()
+  c_stem = cfg.stem_multiplier * cfg.init_channels
+  c_pp, c_p = c_stem, c_stem
+  for cell in plan:
+    loose = _loose_ends_np(arch[int(cell["reduction"])])
+    cell.update(loose=loose, c_pp=c_pp, c_p=c_p)
+    c_pp, c_p = c_p, len(loose) * cell["channels"]
+  return plan
+
+
+def _init_child_cell(key, cell, cell_arch, num_nodes):
+  c = cell["channels"]
+  kpre, kn = jax.random.split(key)
+  p, s = _init_preprocess(kpre, cell["c_pp"], cell["c_p"], c, cell["reduction_prev"])
+  node_keys = jax.random.split(kn, num_nodes * 2)
+  for n in range(num_nodes):
+    for slot in range(2):
+      inp, op = int(cell_arch[n, 2 * slot]), int(cell_arch[n, 2 * slot + 1])
+      strided = cell["reduction"] and inp < 2
+      k = node_keys[2 * n + slot]
+      if op in (SEP3, SEP5):
+        p[f"node{n}_{slot}"], s[f"node{n}_{slot}"] = ops.init_sep_conv(k, c, c, 3 if op == SEP3 else 5)
+      elif op == IDENTITY and strided:
+        p[f"node{n}_{slot}"], s[f"node{n}_{slot}"] = ops.init_factorized_reduce(k, c, c)
+  return p, s
+
+
+def _child_cell(p, s, h0, h1, cell, cell_arch, num_nodes, train, drop_prob, rng):
+  x0, x1, new_s = _preprocess(p, s, h0, h1, cell["reduction_prev"], train)
+  states = [x0, x1]
+  for n in range(num_nodes):
+    node = None
+    for slot in range(2):
+      inp, op = int(cell_arch[n, 2 * slot]), int(cell_arch[n, 2 * slot + 1])
+      stride = 2 if cell["reduction"] and inp < 2 else 1
+      key = f"node{n}_{slot}"
+      h = states[inp]
+      if op in (SEP3, SEP5):
+        y, new_s[key] = ops.sep_conv(p[key], s[key], h, train=train, stride=stride)
+      elif op == AVG:
+        y = ops.avg_pool(h, stride)
+      elif op == MAX:
+        y = ops.max_pool(h, stride)
+      elif stride == 1:
+        y = h
+      else:
+        y, new_s[key] = ops.factorized_reduce(p[key], s[key], h, train=train)
+      if rng is not None and not (op == IDENTITY and stride == 1):
+        y = ops.drop_path(rng(), y, drop_prob)
+      node = y if node is None else node + y
+    states.append(node)
+  out = jnp.concatenate([states[2 + j] for j in cell["loose"]], axis=-1)
+  return out, new_s
+
+
+def _init_aux(key, c_in, num_classes):
+  k1, k2 = jax.random.split(key)
+  p, s = ops.init_relu_conv_bn(k1, c_in, 128, 1)
+  return {"conv": p, "classifier": ops.init_dense(k2, 128, num_classes)}, {"conv": s}
+
+
+def _aux(p, s, h, train):
+  h, new_s = ops.relu_conv_bn(p["conv"], s["conv"], h, train=train)
+  return ops.dense(p["classifier"], jnp.mean(jax.nn.relu(h), axis=(1, 2))), {"conv": new_s}
+
+
+class NasNetChild(nn.Module):
+  """The fixed child network of one ``nasnet`` architecture.
+
+  Same macro structure and op functions as the supernet. Auxiliary head
+  (optional, after the second reduction cell; size-agnostic so that 8x8 inputs
+  work): ReLU-conv1x1(128)-BN-ReLU-global-average-pool-linear. Drop-path
+  (rng stream ``drop_path``) on every non-identity op output when
+  ``train and drop_prob > 0``.
+
+  Attributes:
+    arch: the architecture as nested tuples of ints (``int32[2, B, 4]``).
+    num_classes, init_channels, layers, stem_multiplier, num_nodes: see
+      ``SupernetConfig``.
+    auxiliary: add the auxiliary head (its logits are returned in train mode).
+  """
+  arch: tuple
+  num_classes: int = 10
+  init_channels: int = 16
+  layers: int = 8
+  stem_multiplier: int = 3
+  num_nodes: int = 5
+  auxiliary: bool = False
+
+  def config(self) -> SupernetConfig:
+    return SupernetConfig(self.num_classes, self.init_channels, self.layers, self.num_nodes,
+                          self.stem_multiplier)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool, drop_prob: float = 0.0):
+    chex.assert_rank(x, 4)
+    if min(x.shape[1], x.shape[2]) < 1:
+      raise ValueError(f"empty image shape {x.shape}")
+    cfg = self.config()
+    arch = np.asarray(self.arch, np.int32)
+    plan = _child_channels(cfg, arch)
+    c_in = x.shape[-1]
+    update = train and self.is_mutable_collection("batch_stats")
+    rng = None
+    if train and not (isinstance(drop_prob, (int, float)) and drop_prob == 0.0):
+      rng = lambda: self.make_rng("drop_path")
+
+    def module(name, init_fn):
+      p = self.param(name, lambda key: init_fn(key)[0])
+      s = self.variable("batch_stats", name, lambda: init_fn(self.make_rng("params"))[1])
+      return p, s
+
+    c_stem = cfg.stem_multiplier * cfg.init_channels
+    p, s = module("stem", lambda k: _init_stem(k, c_in, c_stem))
+    h, new = _stem(p, s.value, x, train)
+    if update:
+      s.value = new
+    h0 = h1 = h
+    aux_logits = None
+    for i, cell in enumerate(plan):
+      cell_arch = arch[int(cell["reduction"])]
+      p, s = module(f"cell_{i}", functools.partial(_init_child_cell_key, cell=cell, cell_arch=cell_arch,
+                                                   num_nodes=cfg.num_nodes))
+      out, new = _child_cell(p, s.value, h0, h1, cell, cell_arch, cfg.num_nodes, train, drop_prob, rng)
+      if update:
+        s.value = new
+      h0, h1 = h1, out
+      if self.auxiliary and i == 2 * cfg.layers // 3:
+        c_aux = out.shape[-1]
+        pa, sa = module("aux", lambda k: _init_aux(k, c_aux, cfg.num_classes))
+        if train:
+          aux_logits, new = _aux(pa, sa.value, out, train)
+          if update:
+            sa.value = new
+        elif self.is_initializing():
+          _aux(pa, sa.value, out, train)
+    c_last = h1.shape[-1]
+    p_head = self.param("classifier", lambda key: _init_head(key, c_last, cfg.num_classes))
+    return _head(p_head, h1), aux_logits
+
+
+def _init_child_cell_key(key, *, cell, cell_arch, num_nodes):
+  return _init_child_cell(key, cell, cell_arch, num_nodes)
+
+
+def build_child(space: Any, arch: Any, *, num_classes: int, init_channels: int = 16, layers: int = 8,
+                auxiliary: bool = False, stem_multiplier: int = 3, **unused: Any) -> NasNetChild:
+  """The child network of ``arch`` (a flax module, see ``NasNetChild``).
+
+  Args:
+    space: the ``nasnet`` search space (used to validate ``arch`` when it has
+      a ``validate`` method).
+    arch: int32[2, B, 4].
+    num_classes, init_channels, layers, auxiliary, stem_multiplier: network
+      settings; other keyword arguments are ignored.
+
+  Returns:
+    ``NasNetChild``; ``apply(variables, x, train=..., drop_prob=...)`` returns
+    ``(logits, aux_logits or None)``.
+  """
+  del unused
+  a = np.asarray(space.validate(arch)) if hasattr(space, "validate") else np.asarray(arch)
+  a = check_arch(a, a.shape[1] if a.ndim == 3 else 5)
+  arch_t = tuple(tuple(tuple(int(v) for v in node) for node in cell) for cell in a)
+  return NasNetChild(arch=arch_t, num_classes=num_classes, init_channels=init_channels, layers=layers,
+                     stem_multiplier=stem_multiplier, num_nodes=a.shape[1], auxiliary=auxiliary)
+
+
+def _rows(loose: list[int], c: int) -> np.ndarray:
+  return np.concatenate([np.arange(j * c, (j + 1) * c) for j in loose])
+
+
+def _slice_pre(p: Params, rows: np.ndarray) -> Params:
+  p = dict(p)
+  if "w" in p:
+    p["w"] = p["w"][:, :, rows, :]
+  else:
+    p["w1"], p["w2"] = p["w1"][rows], p["w2"][rows]
+  return p
+
+
+def child_variables_from_supernet(arch: Any, params: Params, batch_stats: Params,
+                                  config: SupernetConfig | dict[str, Any],
+                                  child_variables: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Variables of the child of ``arch`` taken from the supernet's weights.
+
+  The child then computes exactly the supernet's function for ``arch``
+  (``train=False`` with the supernet's running statistics, or ``train=True``
+  with batch statistics).
+
+  Args:
+    arch: int32[2, B, 4] (concrete).
+    params, batch_stats: weight-sharing supernet pytrees (``init_supernet``).
+    config: the supernet's ``SupernetConfig``.
+    child_variables: variables of an initialised child; required when the child
+      has an auxiliary head (not in the supernet), whose weights are kept.
+
+  Returns:
+    ``{"params": ..., "batch_stats": ...}`` for ``build_child(...).apply``.
+  """
+  cfg = _as_config(config)
+  a = check_arch(arch, cfg.num_nodes)
+  plan = _child_channels(cfg, a)
+  out_p = {"stem": params["stem"], "classifier": None}
+  out_s = {"stem": batch_stats["stem"]}
+  prev_loose = [None, None]  # loose ends of the cells producing h0, h1 (None: stem)
+  prev_c = [None, None]
+  for i, cell in enumerate(plan):
+    sp, ss = params[f"cell_{i}"], batch_stats[f"cell_{i}"]
+    p = {"pre0": sp["pre0"], "pre1": sp["pre1"]}
+    s = {"pre0": ss["pre0"], "pre1": ss["pre1"]}
+    if prev_loose[0] is not None:
+      p["pre0"] = _slice_pre(sp["pre0"], _rows(prev_loose[0], prev_c[0]))
+    if prev_loose[1] is not None:
+      p["pre1"] = _slice_pre(sp["pre1"], _rows(prev_loose[1], prev_c[1]))
+    cell_arch = a[int(cell["reduction"])]
+    for n in range(cfg.num_nodes):
+      for slot in range(2):
+        inp, op = int(cell_arch[n, 2 * slot]), int(cell_arch[n, 2 * slot + 1])
+        key = f"node{n}_{slot}"
+        name = {SEP3: "sep3", SEP5: "sep5"}.get(op)
+        if op == IDENTITY and cell["reduction"] and inp < 2:
+          name = "fr"
+        if name is not None:
+          e = 2 * n + slot
+          p[key], s[key] = jax.tree.map(lambda a: a[e], (sp["edges"][name], ss["edges"][name]))
+    out_p[f"cell_{i}"], out_s[f"cell_{i}"] = p, s
+    prev_loose = [prev_loose[1], cell["loose"]]
+    prev_c = [prev_c[1], cell["channels"]]
+  head = dict(params["classifier"])
+  head["w"] = head["w"][_rows(prev_loose[1], prev_c[1])]
+  out_p["classifier"] = head
+  if "aux" in (child_variables or {}).get("params", {}):
+    out_p["aux"] = child_variables["params"]["aux"]
+    out_s["aux"] = child_variables["batch_stats"]["aux"]
+  return {"params": out_p, "batch_stats": out_s}

@@ -1,0 +1,153 @@
+"""Tests of the nasnet supernets and child network (tiny shapes)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nas_jax.networks import nasnet as N
+
+CFG = N.SupernetConfig(num_classes=3, init_channels=2, layers=3)  # normal, reduction, reduction
+SHAPE = (8, 8, 1)
+
+
+class _Space:
+  name = "nasnet"
+
+  def validate(self, arch):
+    return N.check_arch(arch)
+
+
+def _archs(n, seed=0):
+  return np.stack([np.asarray(N.random_arch(k)) for k in jax.random.split(jax.random.key(seed), n)])
+
+
+@pytest.fixture(scope="module")
+def supernet():
+  params, stats = N.init_supernet(jax.random.key(0), CFG, SHAPE)
+  x = jax.random.normal(jax.random.key(1), (4,) + SHAPE)
+  y = jnp.array([0, 1, 2, 1], jnp.int32)
+  return params, stats, x, y
+
+
+def test_one_compilation_serves_50_archs(supernet):
+  params, stats, x, y = supernet
+  tx = N.default_optimizer(0.05)
+  state = N.init_train_state(params, stats, tx)
+  step = N.make_train_step(CFG, tx, donate=False)
+  before = jax.tree.map(np.asarray, state["params"])
+  losses = []
+  for arch in _archs(50, seed=1):
+    state, metrics = step(state, arch, (x, y), jax.random.key(0))
+    losses.append(float(metrics["loss"]))
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert np.all(np.isfinite(losses))
+  assert int(state["step"]) == 50
+  changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)), state["params"], before)
+  assert all(jax.tree.leaves(changed["cell_0"]["edges"]["sep3"]))
+
+
+def test_child_from_supernet_matches_supernet(supernet):
+  params, stats, x, _ = supernet
+  # Make running statistics non-trivial so eval mode is a real check.
+  stats = jax.tree.map(lambda a: a + 0.1 * jax.random.uniform(jax.random.key(3), a.shape), stats)
+  apply = jax.jit(functools.partial(N.supernet_apply, config=CFG), static_argnames="train")
+  for arch in _archs(3, seed=2):
+    child = N.build_child(_Space(), arch, num_classes=3, init_channels=2, layers=3)
+    variables = N.child_variables_from_supernet(arch, params, stats, CFG)
+    ref = child.init({"params": jax.random.key(0)}, x, train=False)
+    assert jax.tree.structure(ref) == jax.tree.structure(variables)
+    for train in (False, True):
+      want, _ = apply(params, stats, arch, x, train=train)
+      (got, aux), _ = child.apply(variables, x, train=train, mutable=["batch_stats"])
+      assert aux is None
+      np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_eval_archs_scores_each_arch(supernet):
+  params, stats, x, y = supernet
+  archs = _archs(3, seed=4)
+  acc, loss = N.make_eval_archs(CFG, method="map")(params, stats, archs, x, y)
+  assert acc.shape == loss.shape == (3,)
+  for k in range(3):
+    logits, _ = N.supernet_apply(params, stats, archs[k], x, config=CFG, train=True)
+    want = np.mean(np.argmax(logits, -1) == np.asarray(y))
+    assert abs(float(acc[k]) - want) < 1e-6
+  assert len(set(np.round(np.asarray(loss), 5))) == 3
+
+
+def test_bad_inputs_rejected():
+  with pytest.raises(ValueError, match="input"):
+    N.check_arch(np.array([[[2, 0, 0, 0]] + [[0, 0, 0, 0]] * 4] * 2))
+  with pytest.raises(ValueError, match="op"):
+    N.check_arch(np.array([[[0, 5, 0, 0]] + [[0, 0, 0, 0]] * 4] * 2))
+  with pytest.raises(ValueError, match="shape"):
+    N.check_arch(np.zeros((2, 4, 4)))
+  with pytest.raises(ValueError, match="eval method"):
+    N.make_eval_archs(CFG, method="pmap")
+  with pytest.raises(ValueError, match="layers"):
+    N.SupernetConfig(layers=0)
+
+
+def test_loose_end_mask_and_derive_arch():
+  cell = np.array([[0, 0, 1, 0], [2, 1, 0, 1], [3, 2, 1, 2], [0, 3, 1, 3], [2, 4, 0, 4]])
+  np.testing.assert_array_equal(N.loose_end_mask(jnp.asarray(cell)), [0, 0, 1, 1, 1])
+  w = np.zeros((2, N.num_mixed_edges(), 5))
+  w[0, N.edge_index(3, 4), 1] = 2.0
+  w[0, N.edge_index(3, 0), 2] = 1.0
+  arch = N.derive_arch(w)
+  assert list(arch[0, 3]) == [4, 1, 0, 2]
+  N.check_arch(arch)
+
+
+def test_continuous_gradients_finite_and_nonzero():
+  cfg = N.SupernetConfig(num_classes=3, init_channels=2, layers=2)
+  params, stats = N.init_continuous(jax.random.key(0), cfg, SHAPE)
+  x = jax.random.normal(jax.random.key(1), (2,) + SHAPE)
+  y = jnp.array([0, 2])
+
+  @jax.jit
+  def grads(a_soft, a_switch):
+    out = []
+    for a, mode in ((a_soft, "softmax"), (a_switch, "switch")):
+      f = lambda a, mode=mode: jnp.mean(N._cross_entropy(  # pylint: disable=protected-access
+          N.continuous_apply(params, stats, a, x, config=cfg, train=True, mode=mode)[0], y))
+      out.append(jax.grad(f)(a))
+    return out
+
+  for g in grads(N.init_arch_params(cfg, "softmax", key=jax.random.key(2)),
+                 N.init_arch_params(cfg, "switch")):
+    assert g.shape == (2, N.num_mixed_edges(), 5)
+    assert bool(jnp.all(jnp.isfinite(g)))
+    # layers=2: both cells are reduction cells, so only arch_params[1] is used.
+    assert float(jnp.mean(jnp.abs(g[1]) > 0)) > 0.9
+    assert float(jnp.abs(g[0]).max()) == 0.0
+
+
+def test_continuous_cell_hessian_wrt_switches():
+  params, stats = N.init_continuous(jax.random.key(0), N.SupernetConfig(num_classes=2, init_channels=2,
+                                                                        layers=1), SHAPE)
+  p, s = params["cell_0"]["edges"], stats["cell_0"]["edges"]
+  x0 = jax.random.normal(jax.random.key(1), (2, 4, 4, 4))
+  z = jax.random.uniform(jax.random.key(2), (N.num_mixed_edges(), 5))
+  cell = lambda z, loop: jnp.sum(N.continuous_cell(p, s, x0, 0.5 * x0, z, reduction=True, num_nodes=5,
+                                                   train=True, loop=loop)[0] ** 2)
+  np.testing.assert_allclose(cell(z, "scan"), cell(z, "unroll"), rtol=1e-5)
+  h = jax.jit(jax.hessian(functools.partial(cell, loop="scan")))(z)
+  assert h.shape == z.shape * 2
+  assert bool(jnp.all(jnp.isfinite(h))) and float(jnp.abs(h).max()) > 0
+  hm = np.asarray(h).reshape(z.size, z.size)
+  np.testing.assert_allclose(hm, hm.T, atol=1e-3 * np.abs(hm).max())
+
+
+def test_child_any_input_and_aux_and_drop_path():
+  arch = _archs(1, seed=5)[0]
+  child = N.build_child(_Space(), arch, num_classes=4, init_channels=4, layers=3, auxiliary=True)
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+  variables = child.init({"params": jax.random.key(1)}, x, train=False)
+  (logits, aux), _ = child.apply(variables, x, train=True, drop_prob=0.2, rngs={"drop_path": jax.random.key(2)},
+                                 mutable=["batch_stats"])
+  assert logits.shape == aux.shape == (2, 4)
+  logits, aux = child.apply(variables, x, train=False)
+  assert logits.shape == (2, 4) and aux is None

@@ -1,0 +1,77 @@
+"""Tests of nas_jax.ops: implementations agree, shapes, BN modes, pooling."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nas_jax import ops
+
+
+@pytest.mark.parametrize("stride,dilation,kernel,size", [(1, 1, 3, 8), (2, 1, 3, 8), (2, 1, 5, 7),
+                                                         (1, 2, 3, 9), (2, 2, 5, 8)])
+def test_depthwise_shift_matches_grouped_conv_and_gradients(stride, dilation, kernel, size):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3))
+  a = ops.depthwise_conv(x, w, stride, dilation, impl="shift")
+  b = ops.depthwise_conv(x, w, stride, dilation, impl="grouped")
+  o = ops.out_size(size, kernel, stride, dilation)
+  assert a.shape == b.shape == (2, o, o, 3)
+  np.testing.assert_allclose(a, b, atol=1e-5)
+  loss = lambda impl: (lambda x, w: jnp.sum(jnp.sin(ops.depthwise_conv(x, w, stride, dilation, impl))))
+  ga = jax.grad(loss("shift"), (0, 1))(x, w)
+  gb = jax.grad(loss("grouped"), (0, 1))(x, w)
+  for u, v in zip(ga, gb):
+    np.testing.assert_allclose(u, v, atol=1e-4)
+
+
+def test_unknown_depthwise_impl_rejected():
+  with pytest.raises(ValueError, match="depthwise impl"):
+    ops.set_depthwise_impl("fast")
+
+
+def test_pooling_matches_reference():
+  x = jax.random.normal(jax.random.key(0), (1, 5, 5, 2))
+  # max pool vs reduce_window
+  ref = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), [(0, 0), (1, 1), (1, 1), (0, 0)])
+  np.testing.assert_allclose(ops.max_pool(x, 2), ref, atol=1e-6)
+  # avg pool excludes padding: corner of stride-1 pool averages 4 values
+  y = ops.avg_pool(x, 1)
+  np.testing.assert_allclose(y[0, 0, 0], x[0, :2, :2].mean(axis=(0, 1)), atol=1e-6)
+  np.testing.assert_allclose(y[0, 2, 2], x[0, 1:4, 1:4].mean(axis=(0, 1)), atol=1e-6)
+  assert ops.avg_pool(x, 2).shape == (1, 3, 3, 2)
+
+
+def test_batch_norm_modes():
+  p, s = ops.init_bn(3)
+  x = 2.0 + 3.0 * jax.random.normal(jax.random.key(0), (4, 4, 4, 3))
+  y, s1 = ops.batch_norm(p, s, x, train=True)
+  np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)
+  np.testing.assert_allclose(y.std(axis=(0, 1, 2)), 1.0, atol=1e-2)
+  assert np.all(np.asarray(s1["mean"]) > 0.1)  # moved towards the batch mean
+  y2, s2 = ops.batch_norm(p, s, x, train=False)
+  np.testing.assert_allclose(y2, x / np.sqrt(1 + ops.BN_EPS), rtol=1e-5)
+  assert s2 is s
+
+
+def test_composite_op_shapes():
+  key = jax.random.key(0)
+  x = jax.random.normal(key, (2, 7, 7, 4))
+  p, s = ops.init_sep_conv(key, 4, 6, 5)
+  assert ops.sep_conv(p, s, x, train=True, stride=2)[0].shape == (2, 4, 4, 6)
+  p, s = ops.init_dil_conv(key, 4, 6, 3)
+  assert ops.dil_conv(p, s, x, train=True)[0].shape == (2, 7, 7, 6)
+  p, s = ops.init_factorized_reduce(key, 4, 6)
+  assert ops.factorized_reduce(p, s, x, train=True)[0].shape == (2, 4, 4, 6)
+  p, s = ops.init_relu_conv_bn(key, 4, 6, 3)
+  assert ops.relu_conv_bn(p, s, x, train=False, stride=2)[0].shape == (2, 4, 4, 6)
+  assert ops.zero(x, 2).shape == (2, 4, 4, 4) and float(jnp.abs(ops.zero(x)).max()) == 0.0
+  assert ops.identity(x) is x
+
+
+def test_drop_path_drops_whole_samples_and_rescales():
+  x = jnp.ones((1000, 2, 2, 1))
+  y = ops.drop_path(jax.random.key(0), x, 0.25)
+  per_sample = np.asarray(y[:, 0, 0, 0])
+  assert np.all(np.isclose(per_sample, 0.0) | np.isclose(per_sample, 1 / 0.75))
+  assert np.all(np.asarray(y) == per_sample[:, None, None, None])
+  assert 0.2 < np.mean(per_sample == 0) < 0.3
