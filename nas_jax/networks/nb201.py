@@ -52,6 +52,7 @@ import optax
 from jax import lax
 
 from nas_jax import ops
+from nas_jax.networks import supernet as supernet_lib
 from nas_jax.spaces.nb201 import EDGES, NUM_EDGES, NUM_OPS, OPS
 
 Params = dict[str, Any]
@@ -285,83 +286,31 @@ def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.
   return logits, new
 
 
-def default_optimizer(learning_rate: float | optax.Schedule = 0.05, momentum: float = 0.9,
-                      weight_decay: float = 3e-4, clip_norm: float = 5.0) -> optax.GradientTransformation:
-  """SGD with Nesterov momentum, weight decay and gradient clipping."""
-  return optax.chain(optax.clip_by_global_norm(clip_norm), optax.add_decayed_weights(weight_decay),
-                     optax.sgd(learning_rate, momentum=momentum, nesterov=True))
-
-
-def init_train_state(params: Params, batch_stats: Params, tx: optax.GradientTransformation) -> dict[str, Any]:
-  """``{"params", "batch_stats", "opt_state", "step"}``: the supernet train state."""
-  return {"params": params, "batch_stats": batch_stats, "opt_state": tx.init(params),
-          "step": jnp.zeros((), jnp.int32)}
-
-
-def _xent(logits, y):
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+default_optimizer = supernet_lib.default_optimizer
+init_train_state = supernet_lib.init_train_state
 
 
 def make_train_step(config: SupernetConfig | dict[str, Any], tx: optax.GradientTransformation,
                     *, donate: bool = True) -> Callable:
   """One jitted supernet training step that serves every architecture.
 
-  Args:
-    config: ``SupernetConfig``.
-    tx: the optimizer the state was built with.
-    donate: donate the state buffers.
-
-  Returns:
-    ``train_step(state, arch int32[6], (x, y), key) -> (state, {"loss", "acc"})``.
+  ``train_step(state, arch int32[6], (x, y), key) -> (state, {"loss", "acc"})``;
+  see ``nas_jax.networks.supernet.make_train_step``.
   """
   cfg = _as_config(config)
-
-  def train_step(state, arch, batch, key):
-    del key
-    x, y = batch
-
-    def loss_fn(params):
-      logits, new_stats = supernet_apply(params, state["batch_stats"], arch, x, config=cfg, train=True)
-      return jnp.mean(_xent(logits, y)), (logits, new_stats)
-
-    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
-    return ({"params": optax.apply_updates(state["params"], updates), "batch_stats": new_stats,
-             "opt_state": opt_state, "step": state["step"] + 1}, {"loss": loss, "acc": acc})
-
-  return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+  return supernet_lib.make_train_step(functools.partial(supernet_apply, config=cfg), tx, donate=donate)
 
 
 def make_eval_archs(config: SupernetConfig | dict[str, Any], *, method: str = "map",
                     bn: str = "batch") -> Callable:
   """One jitted call that scores K architectures on one batch.
 
-  Args:
-    config: ``SupernetConfig``.
-    method: "map" (``lax.map``, one architecture after the other, only the
-      chosen ops run) or "vmap" (all at once; every switch branch runs).
-    bn: "batch" (statistics of the evaluation batch) or "running".
-
-  Returns:
-    ``eval_archs(params, batch_stats, archs int32[K, 6], x, y) -> (acc [K], loss [K])``.
+  ``eval_archs(params, batch_stats, archs int32[K, 6], x, y) -> (acc [K], loss [K])``;
+  ``method`` and ``bn`` as in ``nas_jax.networks.supernet.make_eval_archs``.
   """
   cfg = _as_config(config)
-  if method not in ("map", "vmap"):
-    raise ValueError(f"eval method must be 'map' or 'vmap', got {method!r}")
-  if bn not in ("batch", "running"):
-    raise ValueError(f"bn must be 'batch' or 'running', got {bn!r}")
-
-  def eval_archs(params, batch_stats, archs, x, y):
-    chex.assert_rank(archs, 2)
-
-    def one(arch):
-      logits, _ = supernet_apply(params, batch_stats, arch, x, config=cfg, train=(bn == "batch"))
-      return jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32)), jnp.mean(_xent(logits, y))
-
-    return lax.map(one, archs) if method == "map" else jax.vmap(one)(archs)
-
-  return jax.jit(eval_archs)
+  return supernet_lib.make_eval_archs(functools.partial(supernet_apply, config=cfg), arch_rank=1,
+                                      method=method, bn=bn)
 
 
 # --- child network -------------------------------------------------------------------
