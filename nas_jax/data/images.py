@@ -188,6 +188,19 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
       class_names=tuple(class_names), flip=flip)
 
 
+def as_dataset(dataset: "str | ImageDataset", **load_kwargs: Any) -> ImageDataset:
+  """``dataset`` itself when it is already loaded, else ``load_dataset(dataset, **load_kwargs)``.
+
+  Example:
+      >>> ds = as_dataset("digits", valid_fraction=0.1)
+      >>> as_dataset(ds) is ds
+      True
+  """
+  if isinstance(dataset, ImageDataset):
+    return dataset
+  return load_dataset(dataset, **load_kwargs)
+
+
 def _carve(x, y, fraction, size, rng):
   """Splits ``(x, y)`` by a random permutation into (rest, held-out)."""
   n = len(y)

@@ -89,14 +89,11 @@ class ScratchEvaluator(Evaluator):
     """The dataset, loaded on first use."""
     if self._dataset is None:
       d = self.data_config
-      if isinstance(d["dataset"], data_lib.ImageDataset):
-        self._dataset = d["dataset"]
-      else:
-        self._dataset = data_lib.load_dataset(
-            d["dataset"], data_dir=d["data_dir"],
-            valid_fraction=d["valid_fraction"], valid_size=d["valid_size"],
-            train_size=d["train_size"], test_size=d["test_size"],
-            seed=d["split_seed"])
+      self._dataset = data_lib.as_dataset(
+          d["dataset"], data_dir=d["data_dir"],
+          valid_fraction=d["valid_fraction"], valid_size=d["valid_size"],
+          train_size=d["train_size"], test_size=d["test_size"],
+          seed=d["split_seed"])
       if self._dataset.size(self.train_config["valid_split"]) == 0:
         raise ValueError(f"dataset {self._dataset.name!r} has an empty "
                          f"{self.train_config['valid_split']!r} split; the "

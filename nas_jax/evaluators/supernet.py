@@ -106,12 +106,9 @@ class SupernetEvaluator(Evaluator):
     """The dataset, loaded on first use."""
     if self._dataset is None:
       cfg = self.config
-      if isinstance(cfg["dataset"], data_lib.ImageDataset):
-        self._dataset = cfg["dataset"]
-      else:
-        self._dataset = data_lib.load_dataset(
-            cfg["dataset"], data_dir=cfg["data_dir"], valid_fraction=cfg["valid_fraction"],
-            valid_size=cfg["valid_size"], train_size=cfg["train_size"], seed=cfg["split_seed"])
+      self._dataset = data_lib.as_dataset(
+          cfg["dataset"], data_dir=cfg["data_dir"], valid_fraction=cfg["valid_fraction"],
+          valid_size=cfg["valid_size"], train_size=cfg["train_size"], seed=cfg["split_seed"])
       for split, need in (("train", self.config["batch_size"]), ("valid", 1)):
         if self._dataset.size(split) < need:
           raise ValueError(
