@@ -80,8 +80,41 @@ def out_size(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
 
 
 # --- initialisers -------------------------------------------------------------
+def host_rng(key: jax.Array) -> np.random.Generator | None:
+  """A numpy generator seeded by a concrete key; None for a traced key.
+
+  Initialisers draw on the host when they can: a supernet has hundreds of
+  weight tensors, and drawing each with ``jax.random`` costs either one eager
+  dispatch per tensor or one large XLA program to compile (measured on the
+  benchmark supernet, loaded 2-core CPU: 47-58 s either way, against well under
+  a second with numpy). Under ``jit``/``vmap`` (traced keys) they fall back to
+  ``jax.random``. The same key always gives the same weights.
+  """
+  try:
+    data = np.asarray(jax.random.key_data(key))
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+  return np.random.default_rng(data.astype(np.uint64).ravel().tolist())
+
+
+def normal(key: jax.Array, shape: tuple[int, ...], scale: float = 1.0) -> jax.Array:
+  """``scale * N(0, 1)`` float32 weights (host-drawn for a concrete key, see ``host_rng``)."""
+  rng = host_rng(key)
+  if rng is None:
+    return jax.random.normal(key, shape, jnp.float32) * scale
+  return jnp.asarray(rng.standard_normal(shape, np.float32) * np.float32(scale))
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], low: float, high: float) -> jax.Array:
+  """Uniform float32 weights in ``[low, high)`` (host-drawn for a concrete key)."""
+  rng = host_rng(key)
+  if rng is None:
+    return jax.random.uniform(key, shape, jnp.float32, low, high)
+  return jnp.asarray(rng.uniform(low, high, shape).astype(np.float32))
+
+
 def _he(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:
-  return jax.random.normal(key, shape, jnp.float32) * math.sqrt(2.0 / fan_in)
+  return normal(key, shape, math.sqrt(2.0 / fan_in))
 
 
 def init_bn(channels: int) -> tuple[Params, Stats]:
@@ -129,46 +162,90 @@ def _taps(xp: jax.Array, k: int, stride: int, dilation: int, ho: int, wo: int):
       yield i, j, lax.slice(xp, start, limit, (1, stride, stride, 1))
 
 
-def _dw_shift_fwd_impl(x, w, stride, dilation):
-  k = w.shape[0]
-  pad = dilation * (k - 1) // 2
-  ho = out_size(x.shape[1], k, stride, dilation)
-  wo = out_size(x.shape[2], k, stride, dilation)
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+def _window_sum(x, w, stride, dilation, kernel, pad_value=0.0):
+  """``sum_taps w[i, j] * window_ij(x)`` ('same' padding); ``w=None``: plain sum."""
+  pad = dilation * (kernel - 1) // 2
+  ho = out_size(x.shape[1], kernel, stride, dilation)
+  wo = out_size(x.shape[2], kernel, stride, dilation)
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=pad_value)
   out = None
-  for i, j, tap in _taps(xp, k, stride, dilation, ho, wo):
-    term = tap * w[i, j]
+  for i, j, tap in _taps(xp, kernel, stride, dilation, ho, wo):
+    term = tap if w is None else tap * w[i, j]
     out = term if out is None else out + term
   return out
 
 
+def _interleave(g, size, stride, fill=0):
+  """Spreads an output-grid tensor back onto the input grid: ``r[s*q] = g[q]``.
+
+  Holes (input positions no window starts at) get ``fill``; the result has the
+  input's spatial size ``size = (H, W)``.
+  """
+  if stride == 1:
+    return g
+  ho, wo = g.shape[1], g.shape[2]
+  return lax.pad(g, jnp.asarray(fill, g.dtype),
+                 [(0, 0, 0), (0, size[0] - ((ho - 1) * stride + 1), stride - 1),
+                  (0, size[1] - ((wo - 1) * stride + 1), stride - 1), (0, 0, 0)])
+
+
+def _window_sum_transpose(g, w, stride, dilation, kernel, size):
+  """Input gradient of ``_window_sum``: the stride-1 correlation of the
+  zero-interleaved output gradient with the flipped kernel (one fused pass)."""
+  g1 = _interleave(g, size, stride)
+  return _window_sum(g1, None if w is None else w[::-1, ::-1], 1, dilation, kernel)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _tap_reductions(x, g, stride, dilation, kernel):
+  """``r[i, j, c] = sum_{n,h,w} window_ij(x)[n, h, w, c] * g[n, h, w, c]``.
+
+  The products go through variadic reductions over the batch axis, up to 9
+  taps per reduction (one pass over ``x`` and ``g`` each), then a small
+  reduction over H, W. Measured (64x32x32x16, loaded 2-core CPU): 3x3 in 11
+  ms, against 60-65 ms for 9 separate ``jnp.sum(..., axis=(0, 1, 2))`` calls,
+  which XLA:CPU does not vectorise when the operand is a strided window; 5x5 in
+  32 ms with chunks of 9 taps (53 ms with all 25 in one reduction).
+  """
+  pad = dilation * (kernel - 1) // 2
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  prods = [tap * g for _, _, tap in _taps(xp, kernel, stride, dilation, g.shape[1], g.shape[2])]
+  sums = []
+  for c in range(0, len(prods), _TAPS_PER_REDUCTION):
+    chunk = tuple(prods[c:c + _TAPS_PER_REDUCTION])
+    zeros = tuple(jnp.zeros((), g.dtype) for _ in chunk)
+    sums += lax.reduce(chunk, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (0,))
+  return jnp.sum(jnp.stack(sums), axis=(1, 2)).reshape(kernel, kernel, x.shape[-1])
+
+
+@_tap_reductions.defjvp
+def _tap_reductions_jvp(stride, dilation, kernel, primals, tangents):
+  # Bilinear in (x, g). XLA's variadic ``reduce`` has no autodiff rule, so this
+  # rule is what lets forward-over-reverse (``jax.hessian``) pass the
+  # depthwise backward pass.
+  (x, g), (tx, tg) = primals, tangents
+  out = _tap_reductions(x, g, stride, dilation, kernel)
+  return out, (_tap_reductions(tx, g, stride, dilation, kernel)
+               + _tap_reductions(x, tg, stride, dilation, kernel))
+
+
+_TAPS_PER_REDUCTION = 9
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _dw_shift(x, w, stride, dilation):
-  return _dw_shift_fwd_impl(x, w, stride, dilation)
+  return _window_sum(x, w, stride, dilation, w.shape[0])
 
 
 def _dw_shift_fwd(x, w, stride, dilation):
-  return _dw_shift_fwd_impl(x, w, stride, dilation), (x, w)
+  return _window_sum(x, w, stride, dilation, w.shape[0]), (x, w)
 
 
 def _dw_shift_bwd(stride, dilation, res, g):
   x, w = res
   k = w.shape[0]
-  pad = dilation * (k - 1) // 2
-  h, wd = x.shape[1], x.shape[2]
-  ho, wo = g.shape[1], g.shape[2]
-  # Input gradient: the stride-1 correlation of the zero-interleaved output
-  # gradient with the flipped kernel (one fused pass, like the forward).
-  g1 = g
-  if stride > 1:
-    g1 = lax.pad(g, jnp.zeros((), g.dtype),
-                 [(0, 0, 0), (0, h - ((ho - 1) * stride + 1), stride - 1),
-                  (0, wd - ((wo - 1) * stride + 1), stride - 1), (0, 0, 0)])
-  dx = _dw_shift_fwd_impl(g1, w[::-1, ::-1], 1, dilation)
-  # Weight gradient: one reduction per tap.
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  dw = jnp.stack([jnp.sum(tap * g, axis=(0, 1, 2)) for _, _, tap in _taps(xp, k, stride, dilation, ho, wo)])
-  return dx, dw.reshape(w.shape)
+  dx = _window_sum_transpose(g, w, stride, dilation, k, x.shape[1:3])
+  return dx, _tap_reductions(x, g, stride, dilation, k)
 
 
 _dw_shift.defvjp(_dw_shift_fwd, _dw_shift_bwd)
@@ -281,15 +358,65 @@ def factorized_reduce(params: Params, stats: Stats, x: jax.Array, *, train: bool
 
 
 # --- parameter-free ops -------------------------------------------------------
+# Pooling is written as shifted taps with custom backward passes: XLA:CPU's
+# ``reduce_window`` gradient (select-and-scatter) is slow, and so is autodiff
+# through a chain of 9 ``maximum``s (a mask and a padded add per tap).
+# Measured fwd+bwd (64x32x32x16, loaded 2-core CPU): max pool 144 ms by
+# autodiff of the tap chain; avg pool 32 ms by autodiff.
 def max_pool(x: jax.Array, stride: int = 1, kernel: int = 3) -> jax.Array:
-  """Max pooling, 'same' padding with -inf, as a maximum over shifted taps."""
+  """Max pooling, 'same' padding with -inf.
+
+  The gradient goes to the first maximal tap of each window (as PyTorch and
+  ``reduce_window`` do), computed in one fused pass from the stored arg-max.
+  """
+  return _max_pool(x, stride, kernel)
+
+
+def _max_pool_fwd_impl(x, stride, kernel):
   pad = (kernel - 1) // 2
   ho, wo = out_size(x.shape[1], kernel, stride), out_size(x.shape[2], kernel, stride)
   xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
-  out = None
-  for _, _, tap in _taps(xp, kernel, stride, 1, ho, wo):
-    out = tap if out is None else jnp.maximum(out, tap)
-  return out
+  best, arg = None, None
+  for i, j, tap in _taps(xp, kernel, stride, 1, ho, wo):
+    if best is None:
+      best, arg = tap, jnp.zeros(tap.shape, jnp.int8)
+    else:
+      better = tap > best
+      best = jnp.where(better, tap, best)
+      arg = jnp.where(better, jnp.int8(i * kernel + j), arg)
+  return best, arg
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool(x, stride, kernel):
+  return _max_pool_fwd_impl(x, stride, kernel)[0]
+
+
+def _max_pool_fwd(x, stride, kernel):
+  y, arg = _max_pool_fwd_impl(x, stride, kernel)
+  return y, (arg, x.shape)
+
+
+def _max_pool_bwd(stride, kernel, res, g):
+  arg, shape = res
+  pad = (kernel - 1) // 2
+  size = shape[1:3]
+  # Input position p receives g[q] from every window q whose arg-max tap
+  # (i, j) lands on p: q * stride + (i, j) - pad = p.
+  g1 = jnp.pad(_interleave(g, size, stride), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  a1 = jnp.pad(_interleave(arg, size, stride, fill=-1), ((0, 0), (pad, pad), (pad, pad), (0, 0)),
+               constant_values=-1)
+  dx = None
+  for i in range(kernel):
+    for j in range(kernel):
+      start = (0, 2 * pad - i, 2 * pad - j, 0)
+      limit = (shape[0], start[1] + size[0], start[2] + size[1], shape[3])
+      term = jnp.where(lax.slice(a1, start, limit) == i * kernel + j, lax.slice(g1, start, limit), 0.0)
+      dx = term if dx is None else dx + term
+  return (dx,)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 @functools.lru_cache(maxsize=None)
@@ -307,13 +434,23 @@ def _inv_counts(h: int, w: int, kernel: int, stride: int) -> np.ndarray:
 def avg_pool(x: jax.Array, stride: int = 1, kernel: int = 3) -> jax.Array:
   """Average pooling, 'same' padding, padded cells not counted
   (``count_include_pad=False`` as in DARTS)."""
-  pad = (kernel - 1) // 2
-  ho, wo = out_size(x.shape[1], kernel, stride), out_size(x.shape[2], kernel, stride)
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  out = None
-  for _, _, tap in _taps(xp, kernel, stride, 1, ho, wo):
-    out = tap if out is None else out + tap
-  return out * _inv_counts(x.shape[1], x.shape[2], kernel, stride)
+  return _sum_pool(x, stride, kernel) * _inv_counts(x.shape[1], x.shape[2], kernel, stride)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _sum_pool(x, stride, kernel):
+  return _window_sum(x, None, stride, 1, kernel)
+
+
+def _sum_pool_fwd(x, stride, kernel):
+  return _window_sum(x, None, stride, 1, kernel), x.shape
+
+
+def _sum_pool_bwd(stride, kernel, shape, g):
+  return (_window_sum_transpose(g, None, stride, 1, kernel, shape[1:3]),)
+
+
+_sum_pool.defvjp(_sum_pool_fwd, _sum_pool_bwd)
 
 
 def identity(x: jax.Array) -> jax.Array:
@@ -348,7 +485,7 @@ def drop_path(key: jax.Array, x: jax.Array, drop_prob: float | jax.Array) -> jax
 def init_dense(key: jax.Array, c_in: int, c_out: int) -> Params:
   """Linear layer (LeCun-uniform-like init, zero bias)."""
   bound = 1.0 / math.sqrt(c_in)
-  return {"w": jax.random.uniform(key, (c_in, c_out), jnp.float32, -bound, bound),
+  return {"w": uniform(key, (c_in, c_out), -bound, bound),
           "b": jnp.zeros((c_out,), jnp.float32)}
 
 

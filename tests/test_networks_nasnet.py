@@ -53,14 +53,15 @@ def test_child_from_supernet_matches_supernet(supernet):
   # Make running statistics non-trivial so eval mode is a real check.
   stats = jax.tree.map(lambda a: a + 0.1 * jax.random.uniform(jax.random.key(3), a.shape), stats)
   apply = jax.jit(functools.partial(N.supernet_apply, config=CFG), static_argnames="train")
-  for arch in _archs(3, seed=2):
+  for arch in _archs(2, seed=2):  # each child compiles anew (its arch is static)
     child = N.build_child(_Space(), arch, num_classes=3, init_channels=2, layers=3)
     variables = N.child_variables_from_supernet(arch, params, stats, CFG)
-    ref = child.init({"params": jax.random.key(0)}, x, train=False)
+    ref = jax.eval_shape(functools.partial(child.init, train=False), {"params": jax.random.key(0)}, x)
     assert jax.tree.structure(ref) == jax.tree.structure(variables)
+    child_apply = jax.jit(functools.partial(child.apply, mutable=["batch_stats"]), static_argnames="train")
     for train in (False, True):
       want, _ = apply(params, stats, arch, x, train=train)
-      (got, aux), _ = child.apply(variables, x, train=train, mutable=["batch_stats"])
+      (got, aux), _ = child_apply(variables, x, train=train)
       assert aux is None
       np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 

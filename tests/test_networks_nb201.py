@@ -29,8 +29,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def supernet(data):
-  init = jax.jit(net.init_supernet, static_argnums=(1, 2))  # one compilation, not many eager ops
-  params, stats = init(jax.random.key(1), CFG, data[0].shape)
+  params, stats = net.init_supernet(jax.random.key(1), CFG, data[0].shape)
   # Non-trivial running statistics, so that eval mode is a real check.
   stats = jax.tree.map(lambda v: v + 0.1 * jax.random.uniform(jax.random.key(2), v.shape), stats)
 

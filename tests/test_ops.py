@@ -41,6 +41,30 @@ def test_pooling_matches_reference():
   assert ops.avg_pool(x, 2).shape == (1, 3, 3, 2)
 
 
+@pytest.mark.parametrize("stride,size", [(1, 5), (2, 5), (2, 6), (1, 6)])
+def test_pooling_gradients_match_autodiff_of_reference(stride, size):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  g = jax.random.normal(jax.random.key(1), (2, ops.out_size(size, 3, stride), ops.out_size(size, 3, stride), 3))
+  pads = [(0, 0), (1, 1), (1, 1), (0, 0)]
+  ref_max = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, stride, stride, 1), pads)
+  got = jax.vjp(lambda x: ops.max_pool(x, stride), x)[1](g)[0]
+  want = jax.vjp(ref_max, x)[1](g)[0]
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  # Ties: every gradient goes to one tap per window (the first), none is duplicated.
+  flat = jnp.zeros((1, size, size, 1))
+  dflat = jax.grad(lambda x: jnp.sum(ops.max_pool(x, stride)))(flat)
+  assert float(dflat.sum()) == ops.out_size(size, 3, stride) ** 2
+  # avg pool: the custom backward equals autodiff of the same windows written directly.
+  ones = jnp.pad(jnp.ones((1, size, size, 1)), pads)
+  counts = jax.lax.reduce_window(ones, 0.0, jax.lax.add, (1, 3, 3, 1), (1, stride, stride, 1), "VALID")
+  ref_avg = lambda x: jax.lax.reduce_window(jnp.pad(x, pads), 0.0, jax.lax.add, (1, 3, 3, 1),
+                                            (1, stride, stride, 1), "VALID") / counts
+  np.testing.assert_allclose(ops.avg_pool(x, stride), ref_avg(x), atol=1e-6)
+  got = jax.vjp(lambda x: ops.avg_pool(x, stride), x)[1](g)[0]
+  want = jax.vjp(ref_avg, x)[1](g)[0]
+  np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_batch_norm_modes():
   p, s = ops.init_bn(3)
   x = 2.0 + 3.0 * jax.random.normal(jax.random.key(0), (4, 4, 4, 3))

@@ -29,14 +29,16 @@ Parameters exist once for every (cell, node, slot, op): ``sep_conv_3x3`` and
 ``sep_conv_5x5`` weights per slot (shared between the strided and unstrided
 uses), plus a factorized reduce per slot in reduction cells (identity on a cell
 input). The architecture is a traced int32 argument: each node input is
-picked by ``lax.select_n`` over the available states and each op by
-``lax.switch``, which on CPU runs only the chosen branch (forward and
-backward), so one compiled train step serves every architecture. Cells are
-unrolled; the 2B edges of a cell run in one ``lax.scan`` (``EDGE_LOOP =
-"scan"``) so the edge code is compiled once per cell: measured at a tiny shape
-(2 cells), the unrolled edges gave 110k lines of HLO and 52 s (CPU) to lower,
-the scan 15k lines. Compile time is still the weak point on CPU (see the
-benchmark).
+picked by dynamic indexing over the available states and each op by
+``lax.switch``, which on CPU runs only the chosen branch, so one compiled
+train step serves every architecture. The backward pass of an edge is custom
+(``_edge``): it recomputes the chosen branch instead of storing the union of
+every branch's residuals. Cells are unrolled; the 2B edges of a cell run in
+one ``lax.scan`` (``EDGE_LOOP = "scan"``) so the edge code is compiled once per
+cell. Measured on the benchmark supernet (8 cells, C=16, batch 64 of 32x32,
+2-core CPU shared with another job): scan 66 s compile / 5.1 s per step,
+unrolled edges 183 s compile (plus 80 s of tracing, 293k lines of HLO) / 4.5
+s per step; see ``benchmarks/supernet.py`` for the current figures.
 
 Batch norm in the supernet: training uses batch statistics (as ENAS and NAO-WS
 do) and also tracks running statistics of every op (updated only for the ops
@@ -253,6 +255,13 @@ _cross_entropy = supernet_lib.cross_entropy
 
 
 # --- weight-sharing supernet --------------------------------------------------------
+def _stacked(init_fn: Callable, keys: jax.Array):
+  """``vmap(init_fn)(keys)``, drawn per key on the host when the keys are concrete."""
+  if ops.host_rng(keys[0]) is None:
+    return jax.vmap(init_fn)(keys)
+  return jax.tree.map(lambda *a: jnp.stack(a), *[init_fn(k) for k in keys])
+
+
 def init_supernet(key: jax.Array, config: SupernetConfig | dict[str, Any],
                   input_shape: tuple[int, ...]) -> tuple[Params, Params]:
   """Parameters and batch statistics of the weight-sharing supernet.
@@ -278,19 +287,71 @@ def init_supernet(key: jax.Array, config: SupernetConfig | dict[str, Any],
     kpre, kn = jax.random.split(keys[i + 1])
     p, s = _init_preprocess(kpre, c_pp, c_p, c, cell["reduction_prev"])
     edge_keys = jax.random.split(kn, 2 * cfg.num_nodes)
-    p["edges"], s["edges"] = jax.vmap(lambda k: _init_edge(k, c, cell["reduction"], True))(edge_keys)
+    p["edges"], s["edges"] = _stacked(lambda k: _init_edge(k, c, cell["reduction"], True), edge_keys)
     params[f"cell_{i}"], stats[f"cell_{i}"] = p, s
     c_pp, c_p = c_p, cfg.num_nodes * c
   params["classifier"] = _init_head(keys[-1], c_p, cfg.num_classes)
   return params, stats
 
 
-def _branch(op, stride, train, p, s, h):
-  return _apply_op(op, p, s, h, stride, train)
-
-
-def _branch2(op, stride, train, p, s, h_full, h_node):
+def _branch(op, stride, train, p, s, h_full, h_node):
   return _apply_op(op, p, s, h_full if stride > 1 else h_node, stride, train)
+
+
+def _edge_branches(reduction: bool, with_nodes: bool, train: bool) -> list[Callable]:
+  """The branches ``(p, s, h_full, h_node) -> (y, s)`` of one edge's switch.
+
+  Normal cells: the 5 ops at stride 1 on ``h_node``, the selected input
+  (``h_full`` is None). Reduction cells: the 5 ops at stride 2 on the selected cell input
+  ``h_full``, then (``with_nodes``, else ``h_node`` is None) the 5 ops at
+  stride 1 on the selected node ``h_node``.
+  """
+  if not reduction:
+    return [functools.partial(_branch, o, 1, train) for o in range(NUM_OPS)]
+  branches = [functools.partial(_branch, o, 2, train) for o in range(NUM_OPS)]
+  if with_nodes:
+    branches += [functools.partial(_branch, o, 1, train) for o in range(NUM_OPS)]
+  return branches
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _edge(reduction: bool, with_nodes: bool, train: bool, which, p, s, h_full, h_node):
+  """``branch[which](p, s, h_full, h_node)``: one edge with a traced op.
+
+  The forward runs only the chosen branch (``lax.switch``). The backward is
+  custom: it keeps only the edge's inputs and recomputes the chosen branch
+  inside its VJP. Autodiff of ``lax.switch`` would instead store the union of
+  every branch's residuals (zero-filled for the branches not taken) and, inside
+  the edge ``lax.scan``, stack them over the edges. Measured on the benchmark
+  supernet (8 cells, C=16, batch 64, loaded 2-core CPU): step 6.75 -> 5.10 s,
+  compile 104 -> 66 s. Only first-order reverse mode is supported (no
+  ``jax.jvp`` of the weight-sharing supernet; the continuous relaxation, which
+  second-order methods use, does not go through here).
+  """
+  return lax.switch(which, _edge_branches(reduction, with_nodes, train), p, s, h_full, h_node)
+
+
+def _edge_fwd(reduction, with_nodes, train, which, p, s, h_full, h_node):
+  out = lax.switch(which, _edge_branches(reduction, with_nodes, train), p, s, h_full, h_node)
+  return out, (which, p, s, h_full, h_node)
+
+
+def _edge_bwd(reduction, with_nodes, train, res, ct):
+  which, p, s, h_full, h_node = res
+  g_y = ct[0]  # the new batch statistics carry no gradient
+
+  def vjp_of(branch):
+    def run(p, s, h_full, h_node, g_y):
+      _, pullback = jax.vjp(lambda p, a, b: branch(p, s, a, b)[0], p, h_full, h_node)
+      return pullback(g_y)
+    return run
+
+  branches = [vjp_of(b) for b in _edge_branches(reduction, with_nodes, train)]
+  d_p, d_full, d_node = lax.switch(which, branches, p, s, h_full, h_node, g_y)
+  return None, d_p, None, d_full, d_node
+
+
+_edge.defvjp(_edge_fwd, _edge_bwd)
 
 
 def _edge_switch(p, s, h_full, h_node, idx, op, reduction: bool, train: bool, with_nodes: bool = True):
@@ -300,13 +361,11 @@ def _edge_switch(p, s, h_full, h_node, idx, op, reduction: bool, train: bool, wi
   is the selected cell input (strided ops), ``h_node`` the selected node.
   """
   if not reduction:
-    return lax.switch(op, [functools.partial(_branch, o, 1, train) for o in range(NUM_OPS)], p, s, h_full)
+    return _edge(False, False, train, op, p, s, None, h_full)
   if not with_nodes:
-    return lax.switch(op, [functools.partial(_branch, o, 2, train) for o in range(NUM_OPS)], p, s, h_full)
-  branches = [functools.partial(_branch2, o, 2, train) for o in range(NUM_OPS)]
-  branches += [functools.partial(_branch2, o, 1, train) for o in range(NUM_OPS)]
+    return _edge(True, False, train, op, p, s, h_full, None)
   which = op + NUM_OPS * (idx >= 2).astype(jnp.int32)
-  return lax.switch(which, branches, p, s, h_full, h_node)
+  return _edge(True, True, train, which, p, s, h_full, h_node)
 
 
 def _supernet_cell_unrolled(p, s, x0, x1, cell_arch, reduction, num_nodes, train):
@@ -468,8 +527,8 @@ def init_continuous(key: jax.Array, config: SupernetConfig | dict[str, Any],
     c = cell["channels"]
     kpre, kn = jax.random.split(keys[i + 1])
     p, s = _init_preprocess(kpre, c_pp, c_p, c, cell["reduction_prev"])
-    p["edges"], s["edges"] = jax.vmap(lambda k: _init_edge(k, c, cell["reduction"], True))(
-        jax.random.split(kn, n_edges))
+    p["edges"], s["edges"] = _stacked(lambda k: _init_edge(k, c, cell["reduction"], True),
+                                      jax.random.split(kn, n_edges))
     params[f"cell_{i}"], stats[f"cell_{i}"] = p, s
     c_pp, c_p = c_p, cfg.num_nodes * c
   params["classifier"] = _init_head(keys[-1], c_p, cfg.num_classes)

@@ -134,7 +134,7 @@ def _init_res(key, c_in, c_out):
   ka, kb, kc = jax.random.split(key, 3)
   pa, sa = ops.init_relu_conv_bn(ka, c_in, c_out, 3)
   pb, sb = ops.init_relu_conv_bn(kb, c_out, c_out, 3)
-  w = jax.random.normal(kc, (1, 1, c_in, c_out), jnp.float32) * np.sqrt(2.0 / c_in)
+  w = ops.normal(kc, (1, 1, c_in, c_out), np.sqrt(2.0 / c_in))
   return {"a": pa, "b": pb, "short": {"w": w}}, {"a": sa, "b": sb}
 
 
