@@ -23,11 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
 
-
-class _Parser(argparse.ArgumentParser):
-
-  def error(self, message):  # one line, exit code 2
-    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+from experiments._cli import OneLineErrorParser  # noqa: E402  (needs ROOT on sys.path)
 
 
 def build_config(args) -> dict:
@@ -85,7 +81,7 @@ def summary(result: dict, workdir: pathlib.Path) -> str:
 
 
 def make_parser() -> argparse.ArgumentParser:
-  p = _Parser(description=__doc__.split("\n\n")[0],
+  p = OneLineErrorParser(description=__doc__.split("\n\n")[0],
               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   p.add_argument("--strategy", help="search strategy (registry name), e.g. random, nao")
   p.add_argument("--space", help="search space: nasnet or nb201")

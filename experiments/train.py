@@ -23,15 +23,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
 
-
-class _Parser(argparse.ArgumentParser):
-
-  def error(self, message):  # one line, exit code 2
-    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+from experiments._cli import OneLineErrorParser  # noqa: E402  (needs ROOT on sys.path)
 
 
 def main(argv=None) -> int:
-  p = _Parser(description=__doc__.split("\n\n")[0],
+  p = OneLineErrorParser(description=__doc__.split("\n\n")[0],
               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   p.add_argument("--arch", required=True, help="best_arch.json written by experiments/run.py")
   p.add_argument("--epochs", type=int, help="training epochs (final.epochs)")
