@@ -592,13 +592,14 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
   if best is None:
     raise ValueError(f"no architecture got a finite search score in {budget} evaluations; "
                      "see run.log")
+  dataset_name = getattr(evaluator, "dataset_name", cfg["dataset"])
   _plot_search(records, workdir / "search.png",
-               f"{cfg['strategy']['name']} on {cfg['space']}/{cfg['dataset']}")
+               f"{cfg['strategy']['name']} on {cfg['space']}/{dataset_name}")
   best_arch = space.from_genotype(best["genotype"])
   _write_json(workdir / "best_arch.json", {
       "space": cfg["space"], "genotype": best["genotype"], "arch_id": best["arch_id"],
       "arch": np.asarray(best_arch).tolist(), "search_score": best["search_score"],
-      "dataset": cfg["dataset"], "strategy": cfg["strategy"]["name"]})
+      "dataset": dataset_name, "strategy": cfg["strategy"]["name"]})
   log.info("search done: best %s search_score %.4f (evaluation %d)", best["arch_id"],
            best["search_score"], best["index"])
 
@@ -625,7 +626,7 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
                 f"best architecture, final training: test acc {final_test_acc:.2f}%"
                 if final_test_acc is not None else "best architecture, final training")
   result = {
-      "strategy": cfg["strategy"]["name"], "space": cfg["space"], "dataset": cfg["dataset"],
+      "strategy": cfg["strategy"]["name"], "space": cfg["space"], "dataset": dataset_name,
       "evaluator": cfg["evaluator"]["name"], "seed": cfg["seed"], "budget": budget,
       "num_evaluations": len(records),
       "best_index": best["index"], "best_arch_id": best["arch_id"],

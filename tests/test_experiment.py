@@ -92,6 +92,8 @@ def test_outputs_and_names(reference):
   assert "test_acc" not in json.dumps(records)
   arch_file = json.loads((workdir / "best_arch.json").read_text())
   assert arch_file["space"] == "nb201" and arch_file["genotype"] == best["genotype"]
+  # The run's `dataset` setting (digits) was never used: the scores name the table.
+  assert result["dataset"] == arch_file["dataset"] and result["dataset"].startswith("nb201-table:")
   assert len(list((workdir / "checkpoints").iterdir())) == 2  # keeps the last 2
   assert "round 3" in (workdir / "run.log").read_text()
 

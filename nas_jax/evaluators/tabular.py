@@ -464,6 +464,10 @@ class TabularEvaluator(Evaluator):
           f"{getattr(space, 'name', space)!r}: use get_space('nb201')")
     self.noisy = bool(self.config.get("noisy", True))
     self.table = load_table(self.config.get("benchmark_file"))
+    # The dataset the table was measured on, for result files and retraining
+    # (the run's `dataset` setting does not apply to a table look-up).
+    self.dataset_name = ("cifar10" if self.config.get("benchmark_file") is None
+                         else f"nb201-table:{self.config['benchmark_file']}")
 
   def evaluate(self, state: Any, archs: np.ndarray,
                key: jax.Array) -> tuple[Evaluation, Any]:
