@@ -31,14 +31,24 @@ uses), plus a factorized reduce per slot in reduction cells (identity on a cell
 input). The architecture is a traced int32 argument: each node input is
 picked by dynamic indexing over the available states and each op by
 ``lax.switch``, which on CPU runs only the chosen branch, so one compiled
-train step serves every architecture. The backward pass of an edge is custom
-(``_edge``): it recomputes the chosen branch instead of storing the union of
-every branch's residuals. Cells are unrolled; the 2B edges of a cell run in
-one ``lax.scan`` (``EDGE_LOOP = "scan"``) so the edge code is compiled once per
-cell. Measured on the benchmark supernet (8 cells, C=16, batch 64 of 32x32,
-2-core CPU shared with another job): scan 66 s compile / 5.1 s per step,
-unrolled edges 183 s compile (plus 80 s of tracing, 293k lines of HLO) / 4.5
-s per step; see ``benchmarks/supernet.py`` for the current figures.
+train step serves every architecture. Cells are unrolled; the 2B edges of a
+cell run in one ``lax.scan`` (``EDGE_LOOP = "scan"``), so the edge code is
+compiled once per cell, and that scan has a hand-written backward scan
+(``_cell_scan``) that recomputes only each edge's chosen branch and adds the
+input gradient into one slice of the gradient buffers in place. Measured on the
+benchmark supernet (8 cells, C=16, batch 64 of 32x32, 2-core CPU; compile /
+median step over 8 random archs; "loaded": beside another job, the other two
+lines one after the other on an idle machine):
+
+  ============================================  ===============
+  autodiff of scan + switch (old ops)             104 s / 6.75 s  (loaded)
+  per-edge custom VJP inside autodiff'd scan       57 s / 4.10 s
+  per-edge custom VJP, unrolled edges             183 s / 4.5 s   (loaded; +80 s tracing)
+  scan with hand-written backward (default)        46 s / 2.94 s
+  ============================================  ===============
+
+``EDGE_LOOP = "unroll"`` keeps the unrolled per-edge variant (``_edge``).
+See ``benchmarks/supernet.py`` for the current figures.
 
 Batch norm in the supernet: training uses batch statistics (as ENAS and NAO-WS
 do) and also tracks running statistics of every op (updated only for the ops
@@ -320,13 +330,12 @@ def _edge(reduction: bool, with_nodes: bool, train: bool, which, p, s, h_full, h
 
   The forward runs only the chosen branch (``lax.switch``). The backward is
   custom: it keeps only the edge's inputs and recomputes the chosen branch
-  inside its VJP. Autodiff of ``lax.switch`` would instead store the union of
-  every branch's residuals (zero-filled for the branches not taken) and, inside
-  the edge ``lax.scan``, stack them over the edges. Measured on the benchmark
-  supernet (8 cells, C=16, batch 64, loaded 2-core CPU): step 6.75 -> 5.10 s,
-  compile 104 -> 66 s. Only first-order reverse mode is supported (no
-  ``jax.jvp`` of the weight-sharing supernet; the continuous relaxation, which
-  second-order methods use, does not go through here).
+  inside its VJP, where autodiff of ``lax.switch`` would store the union of
+  every branch's residuals, zero-filled for the branches not taken. Used by the
+  unrolled cell (``EDGE_LOOP = "unroll"``); the default scan has its own
+  backward (``_cell_scan``). First-order reverse mode only (no ``jax.jvp`` of
+  the weight-sharing supernet; the continuous relaxation, which second-order
+  methods use, does not go through here).
   """
   return lax.switch(which, _edge_branches(reduction, with_nodes, train), p, s, h_full, h_node)
 
@@ -391,37 +400,114 @@ def _supernet_cell_unrolled(p, s, x0, x1, cell_arch, reduction, num_nodes, train
   return states[2:], new_s
 
 
-def _supernet_cell_scan(p, s, x0, x1, cell_arch, reduction, num_nodes, train):
-  """One ``lax.scan`` over the 2B edges: the edge code is compiled once per cell.
+def _cell_edge_inputs(inputs, nodes, idx_e, num_nodes):
+  """The cell input and the node an edge may read (which one it reads: ``idx_e``)."""
+  h_in = lax.dynamic_index_in_dim(inputs, jnp.minimum(idx_e, 1), keepdims=False)
+  h_node = lax.dynamic_index_in_dim(nodes, jnp.clip(idx_e - 2, 0, num_nodes - 1), keepdims=False)
+  return h_in, h_node
 
-  Carry: the node outputs ``[B, N, H', W', C]`` and the running node sum; edge
-  ``e = 2 * node + slot`` writes ``partial + y`` into its node's slot (slot 0
-  writes a partial sum that slot 1 overwrites; a node never reads itself).
-  """
+
+def _cell_edge_forward(reduction, num_nodes, train, pe, se, inputs, nodes, idx_e, op_e):
+  h_in, h_node = _cell_edge_inputs(inputs, nodes, idx_e, num_nodes)
+  if not reduction:
+    h = jnp.where(idx_e < 2, h_in, h_node)
+    return lax.switch(op_e, _edge_branches(False, False, train), pe, se, None, h)
+  which = op_e + NUM_OPS * (idx_e >= 2).astype(jnp.int32)
+  return lax.switch(which, _edge_branches(True, True, train), pe, se, h_in, h_node)
+
+
+def _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op):
   inputs = jnp.stack([x0, x1])
-  idx = jnp.stack([cell_arch[:, 0], cell_arch[:, 2]], axis=1).reshape(-1)
-  op = jnp.stack([cell_arch[:, 1], cell_arch[:, 3]], axis=1).reshape(-1)
-  e = jnp.arange(2 * num_nodes)
   shape = (x0.shape[0], ops.out_size(x0.shape[1], 3, 2), ops.out_size(x0.shape[2], 3, 2),
            x0.shape[3]) if reduction else x0.shape
-  nodes0 = jnp.zeros((num_nodes,) + shape, x0.dtype)
 
   def body(carry, xs):
     nodes, acc = carry
-    pe, se, idx_e, op_e, e_ = xs
-    slot = e_ % 2
-    h_node = lax.dynamic_index_in_dim(nodes, jnp.clip(idx_e - 2, 0, num_nodes - 1), keepdims=False)
-    if not reduction:
-      h = jnp.where(idx_e < 2, lax.dynamic_index_in_dim(inputs, jnp.minimum(idx_e, 1), keepdims=False), h_node)
-      y, se = _edge_switch(pe, se, h, None, idx_e, op_e, False, train)
-    else:
-      h_full = lax.dynamic_index_in_dim(inputs, jnp.minimum(idx_e, 1), keepdims=False)
-      y, se = _edge_switch(pe, se, h_full, h_node, idx_e, op_e, True, train)
-    val = y + acc * slot.astype(y.dtype)
-    nodes = lax.dynamic_update_index_in_dim(nodes, val, e_ // 2, 0)
-    return (nodes, val), se
+    pe, se, idx_e, op_e, e = xs
+    y, se = _cell_edge_forward(reduction, num_nodes, train, pe, se, inputs, nodes, idx_e, op_e)
+    val = y + acc * (e % 2).astype(y.dtype)
+    return (lax.dynamic_update_index_in_dim(nodes, val, e // 2, 0), val), se
 
-  (nodes, _), new_s = lax.scan(body, (nodes0, jnp.zeros(shape, x0.dtype)), (p, s, idx, op, e))
+  init = (jnp.zeros((num_nodes,) + shape, x0.dtype), jnp.zeros(shape, x0.dtype))
+  (nodes, _), new_s = lax.scan(body, init, (p, s, idx, op, jnp.arange(2 * num_nodes)))
+  return nodes, new_s
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _cell_scan(reduction, num_nodes, train, p, s, x0, x1, idx, op):
+  """The 2B edges of a cell in one ``lax.scan``, with a hand-written backward scan.
+
+  Forward: edge ``e = 2 * node + slot`` reads a cell input or an earlier node
+  (dynamic index), runs its op (``lax.switch``: only the chosen branch) and
+  writes ``partial + y`` into its node (slot 0 writes a partial sum that slot 1
+  completes). Returns the nodes ``[B, N, H', W', C]`` and the new edge stats.
+
+  Backward: a reverse scan over the edges that keeps only the cell inputs and
+  the final nodes as residuals, recomputes each edge's chosen branch inside its
+  VJP, and adds the input gradient into ONE slice of the gradient buffers in
+  place. Autodiff of the forward scan would instead stack the union of all
+  branches' residuals per edge, and transpose every dynamic read of the node
+  carry into a zero-filled full-size buffer plus an add.
+  """
+  return _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op)
+
+
+def _cell_scan_fwd(reduction, num_nodes, train, p, s, x0, x1, idx, op):
+  nodes, new_s = _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op)
+  return (nodes, new_s), (p, s, x0, x1, idx, op, nodes)
+
+
+def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
+  p, s, x0, x1, idx, op, nodes = res
+  inputs = jnp.stack([x0, x1])
+
+  def vjp_of(branch, with_full):
+    def run(pe, se, h_full, h_node, g_y):
+      if with_full:
+        _, pull = jax.vjp(lambda q, a, b: branch(q, se, a, b)[0], pe, h_full, h_node)
+        return pull(g_y)
+      _, pull = jax.vjp(lambda q, b: branch(q, se, None, b)[0], pe, h_node)
+      d_p, d_h = pull(g_y)
+      return d_p, jnp.zeros_like(h_full), d_h
+    return run
+
+  branches = _edge_branches(reduction, reduction, train)
+  pullbacks = [vjp_of(b, reduction) for b in branches]
+
+  def body(carry, xs):
+    ct_inputs, ct_nodes = carry
+    pe, se, idx_e, op_e, e = xs
+    g_y = lax.dynamic_index_in_dim(ct_nodes, e // 2, keepdims=False)  # node = sum of its 2 edges
+    h_in, h_node = _cell_edge_inputs(inputs, nodes, idx_e, num_nodes)
+    if not reduction:
+      h = jnp.where(idx_e < 2, h_in, h_node)
+      d_p, _, d_h = lax.switch(op_e, pullbacks, pe, se, h, h, g_y)
+      d_in, d_node = jnp.where(idx_e < 2, d_h, 0.0), jnp.where(idx_e < 2, 0.0, d_h)
+    else:
+      which = op_e + NUM_OPS * (idx_e >= 2).astype(jnp.int32)
+      d_p, d_in, d_node = lax.switch(which, pullbacks, pe, se, h_in, h_node, g_y)
+    i_in, i_node = jnp.minimum(idx_e, 1), jnp.clip(idx_e - 2, 0, num_nodes - 1)
+    ct_inputs = lax.dynamic_update_index_in_dim(
+        ct_inputs, lax.dynamic_index_in_dim(ct_inputs, i_in, keepdims=False) + d_in, i_in, 0)
+    ct_nodes = lax.dynamic_update_index_in_dim(
+        ct_nodes, lax.dynamic_index_in_dim(ct_nodes, i_node, keepdims=False) + d_node, i_node, 0)
+    return (ct_inputs, ct_nodes), d_p
+
+  # Edges only read earlier nodes, so when the reverse scan reaches a node's
+  # edges, every consumer of that node has already added its gradient.
+  (ct_inputs, _), d_p = lax.scan(body, (jnp.zeros_like(inputs), ct[0]),
+                                 (p, s, idx, op, jnp.arange(2 * num_nodes)), reverse=True)
+  return d_p, None, ct_inputs[0], ct_inputs[1], None, None
+
+
+_cell_scan.defvjp(_cell_scan_fwd, _cell_scan_bwd)
+
+
+def _supernet_cell_scan(p, s, x0, x1, cell_arch, reduction, num_nodes, train):
+  """The cell's edges as one scan with a custom backward (``_cell_scan``)."""
+  idx = jnp.stack([cell_arch[:, 0], cell_arch[:, 2]], axis=1).reshape(-1)
+  op = jnp.stack([cell_arch[:, 1], cell_arch[:, 3]], axis=1).reshape(-1)
+  nodes, new_s = _cell_scan(reduction, num_nodes, train, p, s, x0, x1, idx, op)
   return [nodes[n] for n in range(num_nodes)], new_s
 
 
