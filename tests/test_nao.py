@@ -12,6 +12,7 @@ import pytest
 
 from nas_jax.predictors.nao import NAOModel, pairwise_accuracy
 from nas_jax.registry import get_space, get_strategy
+from nas_jax.strategies.nao import normalise_scores
 
 TINY = {"emb_size": 8, "hidden_size": 16, "mlp_hidden_size": 16, "batch_size": 32, "lr": 0.01}
 TINY_STRATEGY = {**TINY, "init_pool": 12, "new_per_round": 4, "top_k": 4, "train_steps": 5,
@@ -126,6 +127,8 @@ def test_bad_input_raises(nb201):
     get_strategy("nao")(nb201, {**TINY_STRATEGY, "selection": "best"})
   with pytest.raises(ValueError, match="unknown nao setting"):
     get_strategy("nao")(nb201, {"pool": 3})
+  with pytest.raises(ValueError, match="targets"):
+    get_strategy("nao")(nb201, {**TINY_STRATEGY, "targets": "zscore"})
   with pytest.raises(ValueError, match="pairwise"):
     pairwise_accuracy(np.ones(3), np.arange(3))
 
@@ -174,3 +177,31 @@ def test_reevaluate_pool_asks_pool_and_new(nb201):
   assert {nb201.arch_id(a) for a in asked[1][:12]} == {nb201.arch_id(a) for a in asked[0]}
   assert int(state["pool_count"]) == 12
   assert int(state["count"]) == 20  # re-scored archs are not stored twice
+
+
+def test_neighbour_draws_come_from_the_ask_key(nb201):
+  # train_steps=0: the model is not refitted, so with enough candidates the
+  # ask key only reaches the choice through the neighbour mutations.
+  config = {**TINY_STRATEGY, "train_steps": 0, "neighbours": 6, "num_etas": 2}
+  strategy = get_strategy("nao")(nb201, config)
+  state = strategy.init(jax.random.key(0))
+  archs, state = strategy.ask(state, jax.random.key(1))
+  scores = np.asarray(_score(jax.vmap(nb201.to_tokens)(jnp.asarray(archs)))) * 100
+  state = strategy.tell(state, archs, scores)
+  asked = [np.asarray(strategy.ask(state, jax.random.key(k))[0]) for k in range(2, 8)]
+  # the same key gives the same archs
+  np.testing.assert_array_equal(asked[0], np.asarray(strategy.ask(state, jax.random.key(2))[0]))
+  # different keys give different neighbour draws (not one shared stream)
+  distinct = {tuple(sorted(nb201.arch_id(a) for a in block)) for block in asked}
+  assert len(distinct) > 1
+
+
+def test_normalise_scores():
+  scores = np.array([10.0, 90.0, 91.0, -np.inf, 90.0])
+  np.testing.assert_allclose(normalise_scores(scores, "minmax"), [0, 80 / 81, 1, 0, 80 / 81],
+                             rtol=1e-6)
+  # rank: evenly spread over the finite scores, ties share their mean rank, failed -> 0
+  np.testing.assert_allclose(normalise_scores(scores, "rank"), [0, 0.5, 1, 0, 0.5])
+  assert normalise_scores(np.array([-np.inf, -np.inf]), "rank").tolist() == [0, 0]
+  with pytest.raises(ValueError, match="normalisation"):
+    normalise_scores(scores, "zscore")

@@ -17,8 +17,14 @@ counts those re-evaluations: 16 + 3 x (16 + 8) = 88 evaluations = 4 rounds.
 def get_config():
   return {
       "budget": 88,
-      "strategy": {"name": "nao", "reevaluate_pool": True, "init_pool": 16,
-                   "new_per_round": 8, "top_k": 8, "train_steps": 100},
+      # Other NAO settings: the strategy's defaults (nas_jax.strategies.nao,
+      # each with its source there), e.g. targets "rank", selection "predicted".
+      "strategy": {"name": "nao",
+                   "reevaluate_pool": True,  # NAO-WS: the pool is re-scored every round (paper 3.3)
+                   "init_pool": 16,          # paper/code: 1000 seed archs; CPU-sized here
+                   "new_per_round": 8,       # code: controller_new_arch 300 (NAO-WS); CPU-sized
+                   "top_k": 8,               # code: top 100 seed the ascent; CPU-sized
+                   "train_steps": 100},      # Adam steps per round; code: 1000 epochs; CPU-sized
       "evaluator": {
           "name": "supernet",
           "supernet": {"init_channels": 8, "layers": 3, "steps_per_round": 40,
