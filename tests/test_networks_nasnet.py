@@ -48,25 +48,32 @@ def test_one_compilation_serves_50_archs(supernet):
   assert all(jax.tree.leaves(changed["cell_0"]["edges"]["sep3"]))
 
 
-def test_custom_backward_equals_autodiff(supernet, monkeypatch):
+@pytest.mark.parametrize("reduction", [False, True])
+def test_custom_backward_equals_autodiff(reduction):
   """The hand-written backward scan of a cell gives autodiff's gradients."""
-  params, stats, x, y = supernet
+  c = 3
+  p, s = N._stacked(lambda k: N._init_edge(k, c, reduction, True),  # pylint: disable=protected-access
+                    jax.random.split(jax.random.key(0), 10))
+  x0 = jax.random.normal(jax.random.key(1), (2, 6, 6, c))
+  x1 = jax.random.normal(jax.random.key(2), (2, 6, 6, c))
 
-  def grads():
-    loss = lambda p, arch: jnp.mean(N._cross_entropy(  # pylint: disable=protected-access
-        N.supernet_apply(p, stats, arch, x, config=CFG, train=True)[0], y))
-    g = jax.jit(jax.grad(loss))
-    return [g(params, arch) for arch in _archs(2, seed=7)]
+  def loss(cell_fn, p, x0, x1, cell_arch):
+    idx = jnp.stack([cell_arch[:, 0], cell_arch[:, 2]], axis=1).reshape(-1)
+    op = jnp.stack([cell_arch[:, 1], cell_arch[:, 3]], axis=1).reshape(-1)
+    nodes, _ = cell_fn(reduction, 5, True, p, s, x0, x1, idx, op)
+    return jnp.sum(jnp.sin(nodes) * jnp.arange(1, 6).reshape(5, 1, 1, 1, 1))
 
-  custom = grads()
-  monkeypatch.setattr(N, "_cell_scan", lambda *a: N._cell_scan_forward(*a))  # pylint: disable=protected-access
-  reference = grads()
-  for g_custom, g_ref in zip(custom, reference):
-    leaves = jax.tree.leaves(jax.tree.map(lambda a, b: (a, b), g_custom, g_ref),
-                             is_leaf=lambda t: isinstance(t, tuple))
-    assert sum(float(jnp.abs(b).sum()) > 0 for a, b in leaves) > 10
-    for a, b in leaves:
+  custom = jax.jit(jax.grad(functools.partial(loss, N._cell_scan), argnums=(0, 1, 2)))
+  reference = jax.jit(jax.grad(functools.partial(loss, N._cell_scan_forward), argnums=(0, 1, 2)))
+  for arch in _archs(3, seed=7):
+    cell_arch = jnp.asarray(arch[int(reduction)])
+    got, want = custom(p, x0, x1, cell_arch), reference(p, x0, x1, cell_arch)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    pairs = list(zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+    assert sum(float(jnp.abs(b).sum()) > 0 for _, b in pairs) > 5
+    for a, b in pairs:
       np.testing.assert_allclose(a, b, atol=2e-5, rtol=2e-4)
+  assert custom._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_child_from_supernet_matches_supernet(supernet):
