@@ -102,7 +102,7 @@ def normal(key: jax.Array, shape: tuple[int, ...], scale: float = 1.0) -> jax.Ar
   rng = host_rng(key)
   if rng is None:
     return jax.random.normal(key, shape, jnp.float32) * scale
-  return jnp.asarray(rng.standard_normal(shape, np.float32) * np.float32(scale))
+  return jax.device_put(rng.standard_normal(shape, np.float32) * np.float32(scale))
 
 
 def uniform(key: jax.Array, shape: tuple[int, ...], low: float, high: float) -> jax.Array:
@@ -110,7 +110,7 @@ def uniform(key: jax.Array, shape: tuple[int, ...], low: float, high: float) -> 
   rng = host_rng(key)
   if rng is None:
     return jax.random.uniform(key, shape, jnp.float32, low, high)
-  return jnp.asarray(rng.uniform(low, high, shape).astype(np.float32))
+  return jax.device_put(rng.uniform(low, high, shape).astype(np.float32))
 
 
 def _he(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:
@@ -119,8 +119,10 @@ def _he(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:
 
 def init_bn(channels: int) -> tuple[Params, Stats]:
   """Batch-norm scale/bias (1, 0) and running mean/var (0, 1)."""
-  return ({"scale": jnp.ones((channels,), jnp.float32), "bias": jnp.zeros((channels,), jnp.float32)},
-          {"mean": jnp.zeros((channels,), jnp.float32), "var": jnp.ones((channels,), jnp.float32)})
+  # Built on the host and transferred: eager jnp.ones/zeros/asarray compile one small XLA program per shape.
+  ones, zeros = np.ones((channels,), np.float32), np.zeros((channels,), np.float32)
+  return ({"scale": jax.device_put(ones), "bias": jax.device_put(zeros)},
+          {"mean": jax.device_put(zeros), "var": jax.device_put(ones)})
 
 
 def batch_norm(params: Params, stats: Stats, x: jax.Array, *, train: bool) -> tuple[jax.Array, Stats]:
@@ -486,7 +488,7 @@ def init_dense(key: jax.Array, c_in: int, c_out: int) -> Params:
   """Linear layer (LeCun-uniform-like init, zero bias)."""
   bound = 1.0 / math.sqrt(c_in)
   return {"w": uniform(key, (c_in, c_out), -bound, bound),
-          "b": jnp.zeros((c_out,), jnp.float32)}
+          "b": jax.device_put(np.zeros((c_out,), np.float32))}
 
 
 def dense(params: Params, x: jax.Array) -> jax.Array:

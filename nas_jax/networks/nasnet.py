@@ -35,17 +35,26 @@ train step serves every architecture. Cells are unrolled; the 2B edges of a
 cell run in one ``lax.scan`` (``EDGE_LOOP = "scan"``), so the edge code is
 compiled once per cell, and that scan has a hand-written backward scan
 (``_cell_scan``) that recomputes only each edge's chosen branch and adds the
-input gradient into one slice of the gradient buffers in place. Measured on the
-benchmark supernet (8 cells, C=16, batch 64 of 32x32, 2-core CPU; compile /
-median step over 8 random archs; "loaded": beside another job, the other two
-lines one after the other on an idle machine):
+input gradient into one slice of the gradient buffer in place. In normal cells
+the cell inputs and the nodes share one state buffer that each branch reads
+from itself (no materialised copy of the selected input), and the cell output
+(the masked concatenation of the nodes) is part of the custom VJP, so its
+gradient is written once into the buffer's layout instead of being padded to
+the whole buffer per node and summed. Measured on the benchmark supernet (8
+cells, C=16, batch 64 of 32x32, 2-core CPU; compile / median step over 8
+random archs; "loaded": beside another job, the other lines one after the
+other on an idle machine):
 
   ============================================  ===============
   autodiff of scan + switch (old ops)             104 s / 6.75 s  (loaded)
   per-edge custom VJP inside autodiff'd scan       57 s / 4.10 s
   per-edge custom VJP, unrolled edges             183 s / 4.5 s   (loaded; +80 s tracing)
-  scan with hand-written backward (default)        46 s / 2.94 s
+  scan with hand-written backward                  46 s / 2.94 s
+  + shared state buffer, output inside the VJP     38 s / x0.85 (default)
   ============================================  ===============
+
+(The last line: same-process A/B against the previous line on 12 random
+architectures, steps alternating, per-architecture time ratio 0.84-0.86.)
 
 ``EDGE_LOOP = "unroll"`` keeps the unrolled per-edge variant (``_edge``).
 See ``benchmarks/supernet.py`` for the current figures.
@@ -269,7 +278,8 @@ def _stacked(init_fn: Callable, keys: jax.Array):
   """``vmap(init_fn)(keys)``, drawn per key on the host when the keys are concrete."""
   if ops.host_rng(keys[0]) is None:
     return jax.vmap(init_fn)(keys)
-  return jax.tree.map(lambda *a: jnp.stack(a), *[init_fn(k) for k in keys])
+  # Stacked on the host: an eager jnp.stack (or jnp.asarray) compiles one XLA program per signature.
+  return jax.tree.map(lambda *a: jax.device_put(np.stack([np.asarray(v) for v in a])), *[init_fn(k) for k in keys])
 
 
 def init_supernet(key: jax.Array, config: SupernetConfig | dict[str, Any],
@@ -400,92 +410,168 @@ def _supernet_cell_unrolled(p, s, x0, x1, cell_arch, reduction, num_nodes, train
   return states[2:], new_s
 
 
-def _cell_edge_inputs(inputs, nodes, idx_e, num_nodes):
-  """The cell input and the node an edge may read (which one it reads: ``idx_e``)."""
-  h_in = lax.dynamic_index_in_dim(inputs, jnp.minimum(idx_e, 1), keepdims=False)
-  h_node = lax.dynamic_index_in_dim(nodes, jnp.clip(idx_e - 2, 0, num_nodes - 1), keepdims=False)
-  return h_in, h_node
+def _read_input(stride, inputs, nodes, idx_e):
+  """The input of an edge, read inside its branch so that XLA fuses the read
+  into the op's first pass instead of materialising the selected input.
+
+  Normal cells (``nodes`` is None): ``inputs`` holds every state of the cell
+  (the 2 cell inputs, then the B nodes) and the edge reads ``inputs[idx_e]``.
+  Reduction cells: strided ops read the cell input ``inputs[min(idx_e, 1)]``,
+  stride-1 ops the node ``nodes[idx_e - 2]``.
+  """
+  if nodes is None:
+    return lax.dynamic_index_in_dim(inputs, idx_e, keepdims=False)
+  if stride > 1:
+    return lax.dynamic_index_in_dim(inputs, jnp.minimum(idx_e, 1), keepdims=False)
+  return lax.dynamic_index_in_dim(nodes, jnp.clip(idx_e - 2, 0, nodes.shape[0] - 1), keepdims=False)
 
 
-def _cell_edge_forward(reduction, num_nodes, train, pe, se, inputs, nodes, idx_e, op_e):
-  h_in, h_node = _cell_edge_inputs(inputs, nodes, idx_e, num_nodes)
-  if not reduction:
-    h = jnp.where(idx_e < 2, h_in, h_node)
-    return lax.switch(op_e, _edge_branches(False, False, train), pe, se, None, h)
-  which = op_e + NUM_OPS * (idx_e >= 2).astype(jnp.int32)
-  return lax.switch(which, _edge_branches(True, True, train), pe, se, h_in, h_node)
+def _branch_specs(reduction: bool) -> list[tuple[int, int]]:
+  """``(op, stride)`` of each branch of the edge scan's switch.
+
+  Normal cells: the 5 ops (stride 1). Reduction cells: the 5 ops at stride 2
+  on a cell input, then the 5 ops at stride 1 on a node (branch
+  ``op + 5 * (idx >= 2)``, see ``_which_branch``).
+  """
+  strides = (2, 1) if reduction else (1,)
+  return [(o, st) for st in strides for o in range(NUM_OPS)]
 
 
-def _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op):
+def _forward_branch(op, stride, train, pe, se, inputs, nodes, idx_e):
+  return _apply_op(op, pe, se, _read_input(stride, inputs, nodes, idx_e), stride, train)
+
+
+def _pullback_branch(op, stride, train, pe, se, inputs, nodes, idx_e, g):
+  """VJP of ``_forward_branch`` w.r.t. the edge params and the chosen input.
+
+  Returns ``(d_pe, d_h)``; the caller adds ``d_h`` into the input's slice.
+  """
+  h = _read_input(stride, inputs, nodes, idx_e)
+  _, pull = jax.vjp(lambda q, x: _apply_op(op, q, se, x, stride, train)[0], pe, h)
+  return pull(g)
+
+
+def _which_branch(reduction, idx_e, op_e):
+  return op_e + NUM_OPS * (idx_e >= 2).astype(jnp.int32) if reduction else op_e
+
+
+def _reduced_shape(shape):
+  return (shape[0], ops.out_size(shape[1], 3, 2), ops.out_size(shape[2], 3, 2), shape[3])
+
+
+def _cell_states(reduction, num_nodes, train, p, s, x0, x1, idx, op):
+  """The edge scan of a cell: ``(states, new_s)``.
+
+  ``states``: normal cells ``[x0, x1, node_0, ...]`` (``[2 + B, N, H, W, C]``,
+  one buffer that every edge reads from), reduction cells the nodes alone
+  (``[B, N, H/2, W/2, C]``).
+  """
   inputs = jnp.stack([x0, x1])
-  shape = (x0.shape[0], ops.out_size(x0.shape[1], 3, 2), ops.out_size(x0.shape[2], 3, 2),
-           x0.shape[3]) if reduction else x0.shape
+  if reduction:
+    states = jnp.zeros((num_nodes,) + _reduced_shape(x0.shape), x0.dtype)
+    first = 0
+  else:
+    states = jnp.concatenate([inputs, jnp.zeros((num_nodes,) + x0.shape, x0.dtype)])
+    first = 2
+  branches = [functools.partial(_forward_branch, o, st, train) for o, st in _branch_specs(reduction)]
 
-  def body(carry, xs):
-    nodes, acc = carry
+  def body(states, xs):
     pe, se, idx_e, op_e, e = xs
-    y, se = _cell_edge_forward(reduction, num_nodes, train, pe, se, inputs, nodes, idx_e, op_e)
-    val = y + acc * (e % 2).astype(y.dtype)
-    return (lax.dynamic_update_index_in_dim(nodes, val, e // 2, 0), val), se
+    src = (inputs, states) if reduction else (states, None)
+    y, se = lax.switch(_which_branch(reduction, idx_e, op_e), branches, pe, se, *src, idx_e)
+    # Slot 0 of a node adds to the zeros the buffer starts with, slot 1 to slot 0's output.
+    node = first + e // 2
+    val = y + lax.dynamic_index_in_dim(states, node, keepdims=False)
+    return lax.dynamic_update_index_in_dim(states, val, node, 0), se
 
-  init = (jnp.zeros((num_nodes,) + shape, x0.dtype), jnp.zeros(shape, x0.dtype))
-  (nodes, _), new_s = lax.scan(body, init, (p, s, idx, op, jnp.arange(2 * num_nodes)))
-  return nodes, new_s
+  return lax.scan(body, states, (p, s, idx, op, jnp.arange(2 * num_nodes)))
+
+
+def _cell_output(states, mask):
+  """Concatenation (channels) of the last B states, each times its 0/1 loose-end flag."""
+  nodes = states[states.shape[0] - mask.shape[0]:]
+  return jnp.concatenate([nodes[n] * mask[n] for n in range(mask.shape[0])], axis=-1)
+
+
+def _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask):
+  """The forward pass of ``_cell_scan`` (also its autodiff reference in tests)."""
+  states, new_s = _cell_states(reduction, num_nodes, train, p, s, x0, x1, idx, op)
+  return _cell_output(states, mask), new_s
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _cell_scan(reduction, num_nodes, train, p, s, x0, x1, idx, op):
+def _cell_scan(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask):
   """The 2B edges of a cell in one ``lax.scan``, with a hand-written backward scan.
 
   Forward: edge ``e = 2 * node + slot`` reads a cell input or an earlier node
-  (dynamic index), runs its op (``lax.switch``: only the chosen branch) and
-  writes ``partial + y`` into its node (slot 0 writes a partial sum that slot 1
-  completes). Returns the nodes ``[B, N, H', W', C]`` and the new edge stats.
+  (a dynamic index inside its branch), runs its op (``lax.switch``: only the
+  chosen branch) and adds the result into its node's slice of one state
+  buffer, in place (``_cell_states``). Returns ``(out, new_s)``: ``out`` is
+  the cell output, the nodes concatenated along channels, each times its
+  loose-end flag ``mask[n]``.
 
-  Backward: a reverse scan over the edges that keeps only the cell inputs and
-  the final nodes as residuals, recomputes each edge's chosen branch inside its
-  VJP, and adds the input gradient into ONE slice of the gradient buffers in
-  place. Autodiff of the forward scan would instead stack the union of all
-  branches' residuals per edge, and transpose every dynamic read of the node
-  carry into a zero-filled full-size buffer plus an add.
+  Backward: a reverse scan over the edges that keeps only the forward's state
+  buffer as residual, recomputes each edge's chosen branch inside its VJP, and
+  adds the input gradient into ONE slice of the gradient buffer in place.
+  Autodiff of the forward scan would instead stack the union of all branches'
+  residuals per edge and transpose every dynamic read into a zero-filled
+  full-size buffer plus an add.
   """
-  return _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op)
+  return _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask)
 
 
-def _cell_scan_fwd(reduction, num_nodes, train, p, s, x0, x1, idx, op):
-  nodes, new_s = _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op)
-  return (nodes, new_s), (p, s, x0, x1, idx, op, nodes)
+def _cell_scan_fwd(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask):
+  states, new_s = _cell_states(reduction, num_nodes, train, p, s, x0, x1, idx, op)
+  residual_inputs = jnp.stack([x0, x1]) if reduction else None
+  return (_cell_output(states, mask), new_s), (p, s, residual_inputs, states, idx, op, mask)
 
 
 def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
-  p, s, x0, x1, idx, op, nodes = res
-  inputs = jnp.stack([x0, x1])
+  p, s, inputs, states, idx, op, mask = res
+  # The gradient of each node from the cell output, written once into the
+  # layout of the state buffer (autodiff of the concatenation would pad every
+  # node's slice to the whole buffer and add them). The new batch statistics
+  # carry no gradient.
+  ct_out = ct[0]
+  ct_nodes = jnp.moveaxis(ct_out.reshape(ct_out.shape[:-1] + (num_nodes, -1)), -2, 0)
+  ct_nodes = ct_nodes * mask.reshape((num_nodes,) + (1,) * (ct_nodes.ndim - 1))
+  ct_states = ct_nodes if reduction else jnp.concatenate(
+      [jnp.zeros((2,) + ct_nodes.shape[1:], ct_nodes.dtype), ct_nodes])
+  specs = _branch_specs(reduction)
 
-  def vjp_of(branch, with_full):
-    def run(pe, se, h_full, h_node, g_y):
-      if with_full:
-        _, pull = jax.vjp(lambda q, a, b: branch(q, se, a, b)[0], pe, h_full, h_node)
-        return pull(g_y)
-      _, pull = jax.vjp(lambda q, b: branch(q, se, None, b)[0], pe, h_node)
-      d_p, d_h = pull(g_y)
-      return d_p, jnp.zeros_like(h_full), d_h
+  if not reduction:
+    pullbacks = [functools.partial(_pullback_branch, o, st, train) for o, st in specs]
+
+    def body(ct_states, xs):
+      pe, se, idx_e, op_e, e = xs
+      g = lax.dynamic_index_in_dim(ct_states, 2 + e // 2, keepdims=False)  # node = sum of its 2 edges
+      d_p, d_h = lax.switch(op_e, pullbacks, pe, se, states, None, idx_e, g)
+      old = lax.dynamic_index_in_dim(ct_states, idx_e, keepdims=False)
+      return lax.dynamic_update_index_in_dim(ct_states, old + d_h, idx_e, 0), d_p
+
+    # Edges only read earlier states, so when the reverse scan reaches a node's
+    # edges, every consumer of that node has already added its gradient.
+    ct_states, d_p = lax.scan(body, ct_states, (p, s, idx, op, jnp.arange(2 * num_nodes)), reverse=True)
+    return d_p, None, ct_states[0], ct_states[1], None, None, None
+
+  # Reduction cells: a branch's input gradient has the cell inputs' size
+  # (strided ops) or the nodes' size; the other one is zero.
+  def reduction_pullback(op, stride):
+    def run(pe, se, inputs, nodes, idx_e, g):
+      d_p, d_h = _pullback_branch(op, stride, train, pe, se, inputs, nodes, idx_e, g)
+      if stride > 1:
+        return d_p, d_h, jnp.zeros(nodes.shape[1:], d_h.dtype)
+      return d_p, jnp.zeros(inputs.shape[1:], d_h.dtype), d_h
     return run
 
-  branches = _edge_branches(reduction, reduction, train)
-  pullbacks = [vjp_of(b, reduction) for b in branches]
+  pullbacks = [reduction_pullback(o, st) for o, st in specs]
 
-  def body(carry, xs):
+  def body_r(carry, xs):
     ct_inputs, ct_nodes = carry
     pe, se, idx_e, op_e, e = xs
-    g_y = lax.dynamic_index_in_dim(ct_nodes, e // 2, keepdims=False)  # node = sum of its 2 edges
-    h_in, h_node = _cell_edge_inputs(inputs, nodes, idx_e, num_nodes)
-    if not reduction:
-      h = jnp.where(idx_e < 2, h_in, h_node)
-      d_p, _, d_h = lax.switch(op_e, pullbacks, pe, se, h, h, g_y)
-      d_in, d_node = jnp.where(idx_e < 2, d_h, 0.0), jnp.where(idx_e < 2, 0.0, d_h)
-    else:
-      which = op_e + NUM_OPS * (idx_e >= 2).astype(jnp.int32)
-      d_p, d_in, d_node = lax.switch(which, pullbacks, pe, se, h_in, h_node, g_y)
+    g = lax.dynamic_index_in_dim(ct_nodes, e // 2, keepdims=False)
+    d_p, d_in, d_node = lax.switch(_which_branch(True, idx_e, op_e), pullbacks, pe, se, inputs, states,
+                                   idx_e, g)
     i_in, i_node = jnp.minimum(idx_e, 1), jnp.clip(idx_e - 2, 0, num_nodes - 1)
     ct_inputs = lax.dynamic_update_index_in_dim(
         ct_inputs, lax.dynamic_index_in_dim(ct_inputs, i_in, keepdims=False) + d_in, i_in, 0)
@@ -493,22 +579,27 @@ def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
         ct_nodes, lax.dynamic_index_in_dim(ct_nodes, i_node, keepdims=False) + d_node, i_node, 0)
     return (ct_inputs, ct_nodes), d_p
 
-  # Edges only read earlier nodes, so when the reverse scan reaches a node's
-  # edges, every consumer of that node has already added its gradient.
-  (ct_inputs, _), d_p = lax.scan(body, (jnp.zeros_like(inputs), ct[0]),
+  (ct_inputs, _), d_p = lax.scan(body_r, (jnp.zeros_like(inputs), ct_states),
                                  (p, s, idx, op, jnp.arange(2 * num_nodes)), reverse=True)
-  return d_p, None, ct_inputs[0], ct_inputs[1], None, None
+  return d_p, None, ct_inputs[0], ct_inputs[1], None, None, None
 
 
 _cell_scan.defvjp(_cell_scan_fwd, _cell_scan_bwd)
 
 
 def _supernet_cell_scan(p, s, x0, x1, cell_arch, reduction, num_nodes, train):
-  """The cell's edges as one scan with a custom backward (``_cell_scan``)."""
+  """The cell's edges as one scan with a custom backward (``_cell_scan``);
+  returns ``(cell output, new edge stats)``."""
   idx = jnp.stack([cell_arch[:, 0], cell_arch[:, 2]], axis=1).reshape(-1)
   op = jnp.stack([cell_arch[:, 1], cell_arch[:, 3]], axis=1).reshape(-1)
-  nodes, new_s = _cell_scan(reduction, num_nodes, train, p, s, x0, x1, idx, op)
-  return [nodes[n] for n in range(num_nodes)], new_s
+  return _cell_scan_jit(reduction, num_nodes, train, p, s, x0, x1, idx, op, loose_end_mask(cell_arch))
+
+
+# The cells of a stage run the same edge scan on the same shapes; as a nested
+# jit, the scan and its backward are traced and lowered once per shape instead
+# of once per cell (XLA still inlines each call). Measured on the benchmark
+# supernet: tracing + lowering the train step 9.9 s -> 7.6 s.
+_cell_scan_jit = jax.jit(_cell_scan, static_argnums=(0, 1, 2))
 
 
 EDGE_LOOP = "scan"  # "scan" or "unroll": see _supernet_cell_scan / _unrolled
@@ -516,11 +607,13 @@ EDGE_LOOP = "scan"  # "scan" or "unroll": see _supernet_cell_scan / _unrolled
 
 def _supernet_cell(p, s, h0, h1, cell_arch, cell, num_nodes, train):
   x0, x1, new_s = _preprocess(p, s, h0, h1, cell["reduction_prev"], train)
-  fn = _supernet_cell_scan if EDGE_LOOP == "scan" else _supernet_cell_unrolled
-  nodes, new_s["edges"] = fn(p["edges"], s["edges"], x0, x1, cell_arch, cell["reduction"], num_nodes, train)
-  mask = loose_end_mask(cell_arch)
-  out = jnp.concatenate([nodes[n] * mask[n] for n in range(num_nodes)], axis=-1)
-  return out, new_s
+  if EDGE_LOOP == "scan":
+    out, new_s["edges"] = _supernet_cell_scan(p["edges"], s["edges"], x0, x1, cell_arch, cell["reduction"],
+                                              num_nodes, train)
+    return out, new_s
+  nodes, new_s["edges"] = _supernet_cell_unrolled(p["edges"], s["edges"], x0, x1, cell_arch, cell["reduction"],
+                                                  num_nodes, train)
+  return _cell_output(jnp.stack(nodes), loose_end_mask(cell_arch)), new_s
 
 
 def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.Array, *,
