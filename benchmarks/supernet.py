@@ -43,6 +43,19 @@ def _process_start() -> float:
     return _T0
 
 
+def build_train_step(nasnet_module, channels: int = 16, layers: int = 8, size: int = 32):
+  """``(config, train state, jitted train step)`` of the benchmark supernet
+  (10 classes, ``size x size x 3`` images), built with ``nasnet_module``
+  (``nas_jax.networks.nasnet`` or a reference copy of it, see supernet_ab.py)."""
+  import jax
+
+  cfg = nasnet_module.SupernetConfig(num_classes=10, init_channels=channels, layers=layers)
+  params, stats = nasnet_module.init_supernet(jax.random.key(0), cfg, (size, size, 3))
+  tx = nasnet_module.default_optimizer()
+  state = nasnet_module.init_train_state(params, stats, tx)
+  return cfg, state, nasnet_module.make_train_step(cfg, tx)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=None, help="write the JSON figures here")
@@ -84,11 +97,7 @@ def main() -> None:
         a[c, n] = [rng.integers(0, n + 2), rng.integers(0, 5), rng.integers(0, n + 2), rng.integers(0, 5)]
     return a
 
-  cfg = nasnet.SupernetConfig(num_classes=10, init_channels=args.channels, layers=args.layers)
-  params, stats = nasnet.init_supernet(jax.random.key(0), cfg, (args.size, args.size, 3))
-  tx = nasnet.default_optimizer()
-  state = nasnet.init_train_state(params, stats, tx)
-  train_step = nasnet.make_train_step(cfg, tx)
+  cfg, state, train_step = build_train_step(nasnet, args.channels, args.layers, args.size)
   x = rng.standard_normal((args.batch, args.size, args.size, 3), np.float32)
   y = rng.integers(0, 10, args.batch).astype(np.int32)
   key = jax.random.key(1)

@@ -47,6 +47,7 @@ def main() -> None:
   import numpy as np
 
   from nas_jax.networks import nasnet as current
+  from supernet import build_train_step  # benchmarks/supernet.py, beside this script
 
   reference = _load(args.ref, "nasnet_reference")
   rng = np.random.default_rng(0)
@@ -56,11 +57,7 @@ def main() -> None:
 
   runs = {}
   for name, module in (("reference", reference), ("current", current)):
-    cfg = module.SupernetConfig(num_classes=10, init_channels=16, layers=8)
-    params, stats = module.init_supernet(jax.random.key(0), cfg, (args.size, args.size, 3))
-    tx = module.default_optimizer()
-    state = module.init_train_state(params, stats, tx)
-    step = module.make_train_step(cfg, tx)
+    _, state, step = build_train_step(module, size=args.size)
     t = time.perf_counter()
     state, metrics = step(state, archs[0], (x, y), jax.random.key(1))
     jax.block_until_ready(metrics)

@@ -314,6 +314,21 @@ def init_supernet(key: jax.Array, config: SupernetConfig | dict[str, Any],
   return params, stats
 
 
+def _branch_specs(reduction: bool) -> list[tuple[int, int]]:
+  """``(op, stride)`` of each branch of an edge's switch (scan and unrolled cells).
+
+  Normal cells: the 5 ops (stride 1). Reduction cells: the 5 ops at stride 2
+  on a cell input, then the 5 ops at stride 1 on a node (branch
+  ``op + 5 * (idx >= 2)``, see ``_which_branch``).
+  """
+  strides = (2, 1) if reduction else (1,)
+  return [(o, st) for st in strides for o in range(NUM_OPS)]
+
+
+def _which_branch(reduction, idx_e, op_e):
+  return op_e + NUM_OPS * (idx_e >= 2).astype(jnp.int32) if reduction else op_e
+
+
 def _branch(op, stride, train, p, s, h_full, h_node):
   return _apply_op(op, p, s, h_full if stride > 1 else h_node, stride, train)
 
@@ -326,12 +341,10 @@ def _edge_branches(reduction: bool, with_nodes: bool, train: bool) -> list[Calla
   ``h_full``, then (``with_nodes``, else ``h_node`` is None) the 5 ops at
   stride 1 on the selected node ``h_node``.
   """
-  if not reduction:
-    return [functools.partial(_branch, o, 1, train) for o in range(NUM_OPS)]
-  branches = [functools.partial(_branch, o, 2, train) for o in range(NUM_OPS)]
-  if with_nodes:
-    branches += [functools.partial(_branch, o, 1, train) for o in range(NUM_OPS)]
-  return branches
+  specs = _branch_specs(reduction)
+  if reduction and not with_nodes:
+    specs = specs[:NUM_OPS]
+  return [functools.partial(_branch, o, st, train) for o, st in specs]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
@@ -383,8 +396,7 @@ def _edge_switch(p, s, h_full, h_node, idx, op, reduction: bool, train: bool, wi
     return _edge(False, False, train, op, p, s, None, h_full)
   if not with_nodes:
     return _edge(True, False, train, op, p, s, h_full, None)
-  which = op + NUM_OPS * (idx >= 2).astype(jnp.int32)
-  return _edge(True, True, train, which, p, s, h_full, h_node)
+  return _edge(True, True, train, _which_branch(True, idx, op), p, s, h_full, h_node)
 
 
 def _supernet_cell_unrolled(p, s, x0, x1, cell_arch, reduction, num_nodes, train):
@@ -426,17 +438,6 @@ def _read_input(stride, inputs, nodes, idx_e):
   return lax.dynamic_index_in_dim(nodes, jnp.clip(idx_e - 2, 0, nodes.shape[0] - 1), keepdims=False)
 
 
-def _branch_specs(reduction: bool) -> list[tuple[int, int]]:
-  """``(op, stride)`` of each branch of the edge scan's switch.
-
-  Normal cells: the 5 ops (stride 1). Reduction cells: the 5 ops at stride 2
-  on a cell input, then the 5 ops at stride 1 on a node (branch
-  ``op + 5 * (idx >= 2)``, see ``_which_branch``).
-  """
-  strides = (2, 1) if reduction else (1,)
-  return [(o, st) for st in strides for o in range(NUM_OPS)]
-
-
 def _forward_branch(op, stride, train, pe, se, inputs, nodes, idx_e):
   return _apply_op(op, pe, se, _read_input(stride, inputs, nodes, idx_e), stride, train)
 
@@ -451,27 +452,23 @@ def _pullback_branch(op, stride, train, pe, se, inputs, nodes, idx_e, g):
   return pull(g)
 
 
-def _which_branch(reduction, idx_e, op_e):
-  return op_e + NUM_OPS * (idx_e >= 2).astype(jnp.int32) if reduction else op_e
-
-
 def _reduced_shape(shape):
   return (shape[0], ops.out_size(shape[1], 3, 2), ops.out_size(shape[2], 3, 2), shape[3])
 
 
-def _cell_states(reduction, num_nodes, train, p, s, x0, x1, idx, op):
+def _cell_states(reduction, num_nodes, train, p, s, inputs, idx, op):
   """The edge scan of a cell: ``(states, new_s)``.
 
-  ``states``: normal cells ``[x0, x1, node_0, ...]`` (``[2 + B, N, H, W, C]``,
-  one buffer that every edge reads from), reduction cells the nodes alone
+  ``inputs``: the cell inputs stacked, ``[2, N, H, W, C]``. ``states``: normal
+  cells ``[x0, x1, node_0, ...]`` (``[2 + B, N, H, W, C]``, one buffer that
+  every edge reads from), reduction cells the nodes alone
   (``[B, N, H/2, W/2, C]``).
   """
-  inputs = jnp.stack([x0, x1])
   if reduction:
-    states = jnp.zeros((num_nodes,) + _reduced_shape(x0.shape), x0.dtype)
+    states = jnp.zeros((num_nodes,) + _reduced_shape(inputs.shape[1:]), inputs.dtype)
     first = 0
   else:
-    states = jnp.concatenate([inputs, jnp.zeros((num_nodes,) + x0.shape, x0.dtype)])
+    states = jnp.concatenate([inputs, jnp.zeros((num_nodes,) + inputs.shape[1:], inputs.dtype)])
     first = 2
   branches = [functools.partial(_forward_branch, o, st, train) for o, st in _branch_specs(reduction)]
 
@@ -495,7 +492,7 @@ def _cell_output(states, mask):
 
 def _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask):
   """The forward pass of ``_cell_scan`` (also its autodiff reference in tests)."""
-  states, new_s = _cell_states(reduction, num_nodes, train, p, s, x0, x1, idx, op)
+  states, new_s = _cell_states(reduction, num_nodes, train, p, s, jnp.stack([x0, x1]), idx, op)
   return _cell_output(states, mask), new_s
 
 
@@ -521,9 +518,10 @@ def _cell_scan(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask):
 
 
 def _cell_scan_fwd(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask):
-  states, new_s = _cell_states(reduction, num_nodes, train, p, s, x0, x1, idx, op)
-  residual_inputs = jnp.stack([x0, x1]) if reduction else None
-  return (_cell_output(states, mask), new_s), (p, s, residual_inputs, states, idx, op, mask)
+  inputs = jnp.stack([x0, x1])
+  states, new_s = _cell_states(reduction, num_nodes, train, p, s, inputs, idx, op)
+  # Normal cells find their inputs in ``states``; reduction cells keep them.
+  return (_cell_output(states, mask), new_s), (p, s, inputs if reduction else None, states, idx, op, mask)
 
 
 def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
