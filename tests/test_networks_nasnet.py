@@ -32,15 +32,19 @@ def supernet():
 
 
 def test_one_compilation_serves_50_archs(supernet):
+  """50 architectures and 50 drop-path probabilities (a schedule of the step), one compilation."""
   params, stats, x, y = supernet
   tx = N.default_optimizer(0.05)
   state = N.init_train_state(params, stats, tx)
-  step = N.make_train_step(CFG, tx, donate=False)
+  step = N.make_train_step(CFG, tx, donate=False, drop_path=lambda t: 0.01 * t)
   before = jax.tree.map(np.asarray, state["params"])
   losses = []
-  for arch in _archs(50, seed=1):
-    state, metrics = step(state, arch, (x, y), jax.random.key(0))
+  for t, arch in enumerate(_archs(50, seed=1)):
+    state, metrics = step(state, arch, (x, y), jax.random.key(t))
     losses.append(float(metrics["loss"]))
+  # The key draws the drop-path masks: the same key repeats a step, another one changes it.
+  again = [float(step(state, arch, (x, y), jax.random.key(k))[1]["loss"]) for k in (0, 0, 1)]
+  assert again[0] == again[1] != again[2]
   assert step._cache_size() == 1  # pylint: disable=protected-access
   assert np.all(np.isfinite(losses))
   assert int(state["step"]) == 50
@@ -48,9 +52,10 @@ def test_one_compilation_serves_50_archs(supernet):
   assert all(jax.tree.leaves(changed["cell_0"]["edges"]["sep3"]))
 
 
-@pytest.mark.parametrize("reduction", [False, True])
-def test_custom_backward_equals_autodiff(reduction):
-  """The hand-written backward scan of a cell gives autodiff's gradients."""
+@pytest.mark.parametrize("reduction, drop", [(False, False), (True, True)])
+def test_custom_backward_equals_autodiff(reduction, drop):
+  """The hand-written backward scan of a cell gives autodiff's gradients
+  (with drop-path factors on the edges in the reduction case)."""
   c = 3
   p, s = N._stacked(lambda k: N._init_edge(k, c, reduction, True),  # pylint: disable=protected-access
                     jax.random.split(jax.random.key(0), 10))
@@ -61,7 +66,8 @@ def test_custom_backward_equals_autodiff(reduction):
     idx = jnp.stack([cell_arch[:, 0], cell_arch[:, 2]], axis=1).reshape(-1)
     op = jnp.stack([cell_arch[:, 1], cell_arch[:, 3]], axis=1).reshape(-1)
     mask = N.loose_end_mask(cell_arch)
-    out, _ = cell_fn(reduction, 5, True, p, s, x0, x1, idx, op, mask)  # 5 nodes along channels
+    scale = N.drop_path_scale(jax.random.key(5), cell_arch, reduction, 0.4, x0.shape[0]) if drop else None
+    out, _ = cell_fn(reduction, 5, True, p, s, x0, x1, idx, op, mask, scale)  # 5 nodes along channels
     return jnp.sum(jnp.sin(out) * jnp.arange(1, out.shape[-1] + 1))
 
   custom = jax.jit(jax.grad(functools.partial(loss, N._cell_scan), argnums=(0, 1, 2)))
@@ -75,6 +81,50 @@ def test_custom_backward_equals_autodiff(reduction):
     for a, b in pairs:
       np.testing.assert_allclose(a, b, atol=2e-5, rtol=2e-4)
   assert custom._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_drop_path_scale():
+  arch = np.array(N.random_arch(jax.random.key(3)))
+  arch[:, 0, 1] = N.IDENTITY  # node 0, slot 0: identity on cell input 0 or 1
+  arch[:, 1, 1] = N.IDENTITY
+  arch[:, 1, 0] = 2           # node 1, slot 0: identity on node 0 (never dropped)
+  arch[:, 2, 1] = N.SEP3
+  for reduction in (False, True):
+    cell_arch = arch[int(reduction)]
+    scale = np.asarray(N.drop_path_scale(jax.random.key(0), cell_arch, reduction, 0.25, 4000))
+    assert scale.shape == (10, 4000)
+    np.testing.assert_array_equal(scale[2], 1.0)  # edge 2 = node 1 slot 0
+    assert set(np.unique(scale[4])) == {0.0, np.float32(1 / 0.75)}  # sep_conv edge
+    assert abs(np.mean(scale[4] == 0) - 0.25) < 0.03
+    # identity on a cell input: kept in normal cells, a factorized reduce (dropped) in reduction cells
+    assert (set(np.unique(scale[0])) == {0.0, np.float32(1 / 0.75)}) == reduction
+    np.testing.assert_array_equal(N.drop_path_scale(jax.random.key(0), cell_arch, reduction, 0.0, 8), 1.0)
+
+
+def test_drop_path_scan_equals_unrolled(supernet):
+  params, stats, x, _ = supernet
+  apply = jax.jit(functools.partial(N.supernet_apply, config=CFG, train=True))
+  arch = _archs(1, seed=9)[0]
+  plain, _ = apply(params, stats, arch, x)
+  off, _ = apply(params, stats, arch, x, rng=jax.random.key(1), drop_prob=0.0)
+  np.testing.assert_allclose(off, plain, atol=1e-6)
+  dropped, _ = apply(params, stats, arch, x, rng=jax.random.key(1), drop_prob=0.5)
+  assert np.abs(np.asarray(dropped) - np.asarray(plain)).max() > 1e-3
+  # The scan cell against the unrolled one (independent edge code), on a reduction cell.
+  c = 3
+  p, s = N._stacked(lambda k: N._init_edge(k, c, True, True),  # pylint: disable=protected-access
+                    jax.random.split(jax.random.key(0), 10))
+  x0, x1 = (jax.random.normal(jax.random.key(k), (4, 6, 6, c)) for k in (1, 2))
+  cell_arch = jnp.asarray(arch[1])
+  scale = N.drop_path_scale(jax.random.key(5), cell_arch, True, 0.5, 4)
+  scan_out, _ = jax.jit(N._supernet_cell_scan, static_argnums=(5, 6, 7))(  # pylint: disable=protected-access
+      p, s, x0, x1, cell_arch, True, 5, True, scale)
+  nodes, _ = jax.jit(N._supernet_cell_unrolled, static_argnums=(5, 6, 7))(  # pylint: disable=protected-access
+      p, s, x0, x1, cell_arch, True, 5, True, scale)
+  np.testing.assert_allclose(scan_out, N._cell_output(jnp.stack(nodes), N.loose_end_mask(cell_arch)),
+                             atol=1e-5, rtol=1e-5)
+  with pytest.raises(ValueError, match="drop_path must be a probability"):
+    N.make_train_step(CFG, N.default_optimizer(0.05), drop_path=1.0)
 
 
 def test_child_from_supernet_matches_supernet(supernet):

@@ -164,3 +164,20 @@ def test_supernet_trains_50_archs_with_one_compilation(data):
     losses.append(float(metrics["loss"]))
   assert step._cache_size() == 1  # pylint: disable=protected-access
   assert np.isfinite(losses).all() and np.mean(losses[-10:]) < np.mean(losses[:10])
+
+
+def test_supernet_drop_path(data, supernet):
+  """Drop-path multiplies conv and pool edges only: with a probability near 1
+  they are all dropped, which is the architecture with those edges set to none."""
+  x, _ = data
+  params, stats = supernet[:2]
+  apply = jax.jit(lambda arch, rng, p: net.supernet_apply(params, stats, arch, x, config=CFG, train=True,
+                                                          rng=rng, drop_prob=p)[0])
+  plain = jax.jit(lambda arch: net.supernet_apply(params, stats, arch, x, config=CFG, train=True)[0])
+  for arch in ARCHS:
+    np.testing.assert_allclose(apply(arch, jax.random.key(0), 0.0), plain(arch), atol=1e-6)
+    nothing_left = np.where(np.isin(arch, [net.CONV1, net.CONV3, net.AVG]), net.NONE, arch)
+    np.testing.assert_allclose(apply(arch, jax.random.key(0), 1 - 1e-7), plain(nothing_left), atol=1e-5)
+  half = apply(ARCHS[0], jax.random.key(0), 0.5)
+  assert np.abs(np.asarray(half) - np.asarray(plain(ARCHS[0]))).max() > 1e-4
+  assert apply._cache_size() == 1  # pylint: disable=protected-access

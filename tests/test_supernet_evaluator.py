@@ -67,6 +67,7 @@ def test_training_changes_scores_and_compiles_once(setup):
     ({"steps_per_round": 0}, "steps_per_round must be a positive integer"),
     ({"lr": float("nan")}, "lr must be a finite number"),
     ({"eval_bn": "mean"}, "eval_bn must be"),
+    ({"drop_path_prob": 1.0}, "drop_path_prob must be in"),
     ({"epochs": 3}, "unknown supernet evaluator setting"),
 ])
 def test_bad_config_is_rejected(setup, bad, message):

@@ -59,6 +59,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "momentum": 0.9,
     "weight_decay": 3e-4,
     "grad_clip": 5.0,
+    # Drop-path of the sampled architecture's edges, raised linearly from 0 to
+    # this over the schedule (NASNet ScheduledDropPath; NAO-WS search: keep
+    # probability 0.9, i.e. 0.1). Off by default for the short CPU searches.
+    "drop_path_prob": 0.0,
     "augment": True,            # pad-crop (+ flip where the dataset allows it)
     "eval_bn": "batch",         # batch statistics at evaluation (ENAS / NAO-WS)
     "seed": 0,                  # data order seed
@@ -79,6 +83,9 @@ def _check(cfg: dict[str, Any]) -> None:
     value = cfg[name]
     if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
       raise ValueError(f"supernet evaluator {name} must be a finite number >= 0, got {value!r}")
+  p = cfg["drop_path_prob"]
+  if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+    raise ValueError(f"supernet evaluator drop_path_prob must be in [0, 1), got {p!r}")
   if cfg["eval_bn"] not in ("batch", "running"):
     raise ValueError(f"supernet evaluator eval_bn must be 'batch' or 'running', got {cfg['eval_bn']!r}")
 
@@ -137,12 +144,19 @@ class SupernetEvaluator(Evaluator):
         learning_rate=schedule, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
         clip_norm=cfg["grad_clip"])
 
+  def _drop_path(self):
+    """0.0 (off) or the linear schedule ``step -> probability`` up to ``drop_path_prob``."""
+    cfg = self.config
+    if not cfg["drop_path_prob"]:
+      return 0.0
+    return optax.linear_schedule(0.0, float(cfg["drop_path_prob"]), cfg["steps_per_round"] * cfg["total_rounds"])
+
   def _steps(self):
     """The jitted train step and batched eval, built once per evaluator."""
     if self._compiled is None:
       net_cfg = self.net_config
       self._compiled = (
-          self.family.make_train_step(net_cfg, self._optimizer()),
+          self.family.make_train_step(net_cfg, self._optimizer(), drop_path=self._drop_path()),
           self.family.make_eval_archs(net_cfg, bn=self.config["eval_bn"]))
     return self._compiled
 

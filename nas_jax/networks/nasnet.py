@@ -399,8 +399,9 @@ def _edge_switch(p, s, h_full, h_node, idx, op, reduction: bool, train: bool, wi
   return _edge(True, True, train, _which_branch(True, idx, op), p, s, h_full, h_node)
 
 
-def _supernet_cell_unrolled(p, s, x0, x1, cell_arch, reduction, num_nodes, train):
-  """Nodes and edges as unrolled Python loops (more code, no loop overhead)."""
+def _supernet_cell_unrolled(p, s, x0, x1, cell_arch, reduction, num_nodes, train, scale=None):
+  """Nodes and edges as unrolled Python loops (more code, no loop overhead);
+  ``scale``: per-edge drop-path factors ``[2B, N]`` or None."""
   states, new_edges = [x0, x1], []
   for n in range(num_nodes):
     node = None
@@ -415,6 +416,8 @@ def _supernet_cell_unrolled(p, s, x0, x1, cell_arch, reduction, num_nodes, train
         nodes = states[2:]
         h_node = lax.select_n(jnp.clip(idx - 2, 0, len(nodes) - 1), *nodes) if nodes else None
         y, se = _edge_switch(pe, se, h_full, h_node, idx, op, True, train, with_nodes=bool(nodes))
+      if scale is not None:
+        y = y * _per_sample(scale[e], y)
       new_edges.append(se)
       node = y if node is None else node + y
     states.append(node)
@@ -456,13 +459,19 @@ def _reduced_shape(shape):
   return (shape[0], ops.out_size(shape[1], 3, 2), ops.out_size(shape[2], 3, 2), shape[3])
 
 
-def _cell_states(reduction, num_nodes, train, p, s, inputs, idx, op):
+def _per_sample(v, like):
+  """``v [N]`` shaped to broadcast over ``like [N, H, W, C]``."""
+  return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _cell_states(reduction, num_nodes, train, p, s, inputs, idx, op, scale=None):
   """The edge scan of a cell: ``(states, new_s)``.
 
   ``inputs``: the cell inputs stacked, ``[2, N, H, W, C]``. ``states``: normal
   cells ``[x0, x1, node_0, ...]`` (``[2 + B, N, H, W, C]``, one buffer that
   every edge reads from), reduction cells the nodes alone
-  (``[B, N, H/2, W/2, C]``).
+  (``[B, N, H/2, W/2, C]``). ``scale``: drop-path factors ``[2B, N]`` that
+  multiply each edge's output per sample (None: no drop-path).
   """
   if reduction:
     states = jnp.zeros((num_nodes,) + _reduced_shape(inputs.shape[1:]), inputs.dtype)
@@ -473,15 +482,17 @@ def _cell_states(reduction, num_nodes, train, p, s, inputs, idx, op):
   branches = [functools.partial(_forward_branch, o, st, train) for o, st in _branch_specs(reduction)]
 
   def body(states, xs):
-    pe, se, idx_e, op_e, e = xs
+    pe, se, idx_e, op_e, e, scale_e = xs
     src = (inputs, states) if reduction else (states, None)
     y, se = lax.switch(_which_branch(reduction, idx_e, op_e), branches, pe, se, *src, idx_e)
+    if scale_e is not None:
+      y = y * _per_sample(scale_e, y)
     # Slot 0 of a node adds to the zeros the buffer starts with, slot 1 to slot 0's output.
     node = first + e // 2
     val = y + lax.dynamic_index_in_dim(states, node, keepdims=False)
     return lax.dynamic_update_index_in_dim(states, val, node, 0), se
 
-  return lax.scan(body, states, (p, s, idx, op, jnp.arange(2 * num_nodes)))
+  return lax.scan(body, states, (p, s, idx, op, jnp.arange(2 * num_nodes), scale))
 
 
 def _cell_output(states, mask):
@@ -490,14 +501,14 @@ def _cell_output(states, mask):
   return jnp.concatenate([nodes[n] * mask[n] for n in range(mask.shape[0])], axis=-1)
 
 
-def _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask):
+def _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask, scale=None):
   """The forward pass of ``_cell_scan`` (also its autodiff reference in tests)."""
-  states, new_s = _cell_states(reduction, num_nodes, train, p, s, jnp.stack([x0, x1]), idx, op)
+  states, new_s = _cell_states(reduction, num_nodes, train, p, s, jnp.stack([x0, x1]), idx, op, scale)
   return _cell_output(states, mask), new_s
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _cell_scan(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask):
+def _cell_scan(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask, scale=None):
   """The 2B edges of a cell in one ``lax.scan``, with a hand-written backward scan.
 
   Forward: edge ``e = 2 * node + slot`` reads a cell input or an earlier node
@@ -505,7 +516,8 @@ def _cell_scan(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask):
   chosen branch) and adds the result into its node's slice of one state
   buffer, in place (``_cell_states``). Returns ``(out, new_s)``: ``out`` is
   the cell output, the nodes concatenated along channels, each times its
-  loose-end flag ``mask[n]``.
+  loose-end flag ``mask[n]``. ``scale`` (None, or ``[2B, N]``): drop-path
+  factors, each edge's output times ``scale[e]`` per sample.
 
   Backward: a reverse scan over the edges that keeps only the forward's state
   buffer as residual, recomputes each edge's chosen branch inside its VJP, and
@@ -514,18 +526,19 @@ def _cell_scan(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask):
   residuals per edge and transpose every dynamic read into a zero-filled
   full-size buffer plus an add.
   """
-  return _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask)
+  return _cell_scan_forward(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask, scale)
 
 
-def _cell_scan_fwd(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask):
+def _cell_scan_fwd(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask, scale):
   inputs = jnp.stack([x0, x1])
-  states, new_s = _cell_states(reduction, num_nodes, train, p, s, inputs, idx, op)
+  states, new_s = _cell_states(reduction, num_nodes, train, p, s, inputs, idx, op, scale)
   # Normal cells find their inputs in ``states``; reduction cells keep them.
-  return (_cell_output(states, mask), new_s), (p, s, inputs if reduction else None, states, idx, op, mask)
+  return ((_cell_output(states, mask), new_s),
+          (p, s, inputs if reduction else None, states, idx, op, mask, scale))
 
 
 def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
-  p, s, inputs, states, idx, op, mask = res
+  p, s, inputs, states, idx, op, mask, scale = res
   # The gradient of each node from the cell output, written once into the
   # layout of the state buffer (autodiff of the concatenation would pad every
   # node's slice to the whole buffer and add them). The new batch statistics
@@ -541,16 +554,19 @@ def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
     pullbacks = [functools.partial(_pullback_branch, o, st, train) for o, st in specs]
 
     def body(ct_states, xs):
-      pe, se, idx_e, op_e, e = xs
+      pe, se, idx_e, op_e, e, scale_e = xs
       g = lax.dynamic_index_in_dim(ct_states, 2 + e // 2, keepdims=False)  # node = sum of its 2 edges
+      if scale_e is not None:
+        g = g * _per_sample(scale_e, g)
       d_p, d_h = lax.switch(op_e, pullbacks, pe, se, states, None, idx_e, g)
       old = lax.dynamic_index_in_dim(ct_states, idx_e, keepdims=False)
       return lax.dynamic_update_index_in_dim(ct_states, old + d_h, idx_e, 0), d_p
 
     # Edges only read earlier states, so when the reverse scan reaches a node's
     # edges, every consumer of that node has already added its gradient.
-    ct_states, d_p = lax.scan(body, ct_states, (p, s, idx, op, jnp.arange(2 * num_nodes)), reverse=True)
-    return d_p, None, ct_states[0], ct_states[1], None, None, None
+    ct_states, d_p = lax.scan(body, ct_states, (p, s, idx, op, jnp.arange(2 * num_nodes), scale),
+                              reverse=True)
+    return d_p, None, ct_states[0], ct_states[1], None, None, None, None
 
   # Reduction cells: a branch's input gradient has the cell inputs' size
   # (strided ops) or the nodes' size; the other one is zero.
@@ -566,8 +582,10 @@ def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
 
   def body_r(carry, xs):
     ct_inputs, ct_nodes = carry
-    pe, se, idx_e, op_e, e = xs
+    pe, se, idx_e, op_e, e, scale_e = xs
     g = lax.dynamic_index_in_dim(ct_nodes, e // 2, keepdims=False)
+    if scale_e is not None:
+      g = g * _per_sample(scale_e, g)
     d_p, d_in, d_node = lax.switch(_which_branch(True, idx_e, op_e), pullbacks, pe, se, inputs, states,
                                    idx_e, g)
     i_in, i_node = jnp.minimum(idx_e, 1), jnp.clip(idx_e - 2, 0, num_nodes - 1)
@@ -578,19 +596,56 @@ def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
     return (ct_inputs, ct_nodes), d_p
 
   (ct_inputs, _), d_p = lax.scan(body_r, (jnp.zeros_like(inputs), ct_states),
-                                 (p, s, idx, op, jnp.arange(2 * num_nodes)), reverse=True)
-  return d_p, None, ct_inputs[0], ct_inputs[1], None, None, None
+                                 (p, s, idx, op, jnp.arange(2 * num_nodes), scale), reverse=True)
+  return d_p, None, ct_inputs[0], ct_inputs[1], None, None, None, None
 
 
 _cell_scan.defvjp(_cell_scan_fwd, _cell_scan_bwd)
 
 
-def _supernet_cell_scan(p, s, x0, x1, cell_arch, reduction, num_nodes, train):
-  """The cell's edges as one scan with a custom backward (``_cell_scan``);
-  returns ``(cell output, new edge stats)``."""
+def _edge_arrays(cell_arch):
+  """Per-edge input and op ids (edge ``e = 2 * node + slot``) of ``int32[B, 4]``."""
   idx = jnp.stack([cell_arch[:, 0], cell_arch[:, 2]], axis=1).reshape(-1)
   op = jnp.stack([cell_arch[:, 1], cell_arch[:, 3]], axis=1).reshape(-1)
-  return _cell_scan_jit(reduction, num_nodes, train, p, s, x0, x1, idx, op, loose_end_mask(cell_arch))
+  return idx, op
+
+
+def drop_path_scale(key: jax.Array, cell_arch: jax.Array, reduction: bool, drop_prob: float | jax.Array,
+                    batch: int) -> jax.Array:
+  """Per-edge, per-sample drop-path factors of one supernet cell.
+
+  Every edge whose op is not a plain identity is dropped for a sample with
+  probability ``drop_prob`` and otherwise rescaled by ``1 / (1 - drop_prob)``
+  (NASNet's DropPath, as the child network applies it; the identity on a
+  reduction cell's input is a factorized reduce and is dropped too).
+
+  Args:
+    key: PRNG key.
+    cell_arch: ``int32[B, 4]`` (may be traced).
+    reduction: whether this is a reduction cell.
+    drop_prob: probability in [0, 1) (may be traced).
+    batch: N, the number of samples.
+
+  Returns:
+    ``float32[2B, N]`` with values 0, ``1 / (1 - drop_prob)`` or 1 (identities).
+
+  Example:
+    >>> scale = drop_path_scale(jax.random.key(0), arch[0], False, 0.2, 64)  # [10, 64]
+  """
+  idx, op = _edge_arrays(jnp.asarray(cell_arch, jnp.int32))
+  keep = 1.0 - jnp.asarray(drop_prob, jnp.float32)
+  kept = jax.random.bernoulli(key, keep, (idx.shape[0], batch))
+  identity = op == IDENTITY
+  if reduction:
+    identity = identity & (idx >= 2)
+  return jnp.where(identity[:, None], 1.0, jnp.where(kept, 1.0 / keep, 0.0)).astype(jnp.float32)
+
+
+def _supernet_cell_scan(p, s, x0, x1, cell_arch, reduction, num_nodes, train, scale=None):
+  """The cell's edges as one scan with a custom backward (``_cell_scan``);
+  returns ``(cell output, new edge stats)``."""
+  idx, op = _edge_arrays(cell_arch)
+  return _cell_scan_jit(reduction, num_nodes, train, p, s, x0, x1, idx, op, loose_end_mask(cell_arch), scale)
 
 
 # The cells of a stage run the same edge scan on the same shapes; as a nested
@@ -603,19 +658,20 @@ _cell_scan_jit = jax.jit(_cell_scan, static_argnums=(0, 1, 2))
 EDGE_LOOP = "scan"  # "scan" or "unroll": see _supernet_cell_scan / _unrolled
 
 
-def _supernet_cell(p, s, h0, h1, cell_arch, cell, num_nodes, train):
+def _supernet_cell(p, s, h0, h1, cell_arch, cell, num_nodes, train, scale=None):
   x0, x1, new_s = _preprocess(p, s, h0, h1, cell["reduction_prev"], train)
   if EDGE_LOOP == "scan":
     out, new_s["edges"] = _supernet_cell_scan(p["edges"], s["edges"], x0, x1, cell_arch, cell["reduction"],
-                                              num_nodes, train)
+                                              num_nodes, train, scale)
     return out, new_s
   nodes, new_s["edges"] = _supernet_cell_unrolled(p["edges"], s["edges"], x0, x1, cell_arch, cell["reduction"],
-                                                  num_nodes, train)
+                                                  num_nodes, train, scale)
   return _cell_output(jnp.stack(nodes), loose_end_mask(cell_arch)), new_s
 
 
 def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.Array, *,
-                   config: SupernetConfig | dict[str, Any], train: bool) -> tuple[jax.Array, Params]:
+                   config: SupernetConfig | dict[str, Any], train: bool, rng: jax.Array | None = None,
+                   drop_prob: float | jax.Array = 0.0) -> tuple[jax.Array, Params]:
   """Logits of the supernet for one (traced) architecture.
 
   Args:
@@ -624,6 +680,10 @@ def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.
     x: float32[N, H, W, C_in].
     config: the network's ``SupernetConfig``.
     train: batch statistics (True) or running statistics (False) in BN.
+    rng: PRNG key for drop-path; None (the default) disables it.
+    drop_prob: drop-path probability in [0, 1) of every non-identity edge
+      (``drop_path_scale``), used when ``rng`` is given; may be traced, so a
+      schedule does not recompile.
 
   Returns:
     ``(logits [N, num_classes], new_batch_stats)``; in train mode the running
@@ -637,8 +697,12 @@ def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.
   h, new_stats["stem"] = _stem(params["stem"], batch_stats["stem"], x, train)
   h0 = h1 = h
   for i, cell in enumerate(cfg.plan()):
+    cell_arch = arch[int(cell["reduction"])]
+    scale = None
+    if rng is not None:
+      scale = drop_path_scale(jax.random.fold_in(rng, i), cell_arch, cell["reduction"], drop_prob, x.shape[0])
     out, new_stats[f"cell_{i}"] = _supernet_cell(params[f"cell_{i}"], batch_stats[f"cell_{i}"], h0, h1,
-                                                 arch[int(cell["reduction"])], cell, cfg.num_nodes, train)
+                                                 cell_arch, cell, cfg.num_nodes, train, scale)
     h0, h1 = h1, out
   return _head(params["classifier"], h1), new_stats
 
@@ -648,14 +712,16 @@ init_train_state = supernet_lib.init_train_state
 
 
 def make_train_step(config: SupernetConfig | dict[str, Any], tx: optax.GradientTransformation,
-                    *, donate: bool = True) -> Callable:
+                    *, donate: bool = True, drop_path: float | Callable = 0.0) -> Callable:
   """One jitted supernet training step that serves every architecture.
 
   ``train_step(state, arch int32[2, B, 4], (x, y), key) -> (state, {"loss", "acc"})``;
-  see ``nas_jax.networks.supernet.make_train_step``.
+  ``drop_path`` (a probability or a schedule of the step) and the rest as in
+  ``nas_jax.networks.supernet.make_train_step``.
   """
   cfg = _as_config(config)
-  return supernet_lib.make_train_step(functools.partial(supernet_apply, config=cfg), tx, donate=donate)
+  return supernet_lib.make_train_step(functools.partial(supernet_apply, config=cfg), tx, donate=donate,
+                                      drop_path=drop_path)
 
 
 def make_eval_archs(config: SupernetConfig | dict[str, Any], *, method: str = "map",

@@ -252,7 +252,8 @@ _BRANCHES = {train: [jax.checkpoint(functools.partial(_branch, op, train)) for o
 
 
 def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.Array, *,
-                   config: SupernetConfig | dict[str, Any], train: bool) -> tuple[jax.Array, Params]:
+                   config: SupernetConfig | dict[str, Any], train: bool, rng: jax.Array | None = None,
+                   drop_prob: float | jax.Array = 0.0) -> tuple[jax.Array, Params]:
   """Logits of the supernet for one (traced) architecture.
 
   Args:
@@ -261,6 +262,10 @@ def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.
     x: float32[N, H, W, C_in].
     config: the ``SupernetConfig``.
     train: batch statistics (True) or running statistics (False) in BN.
+    rng: PRNG key for drop-path; None (the default) disables it.
+    drop_prob: drop-path probability in [0, 1) of every conv and pool edge
+      (as the child network applies it), used when ``rng`` is given; may be
+      traced.
 
   Returns:
     ``(logits [N, num_classes], new_batch_stats)``; in train mode the running
@@ -273,14 +278,24 @@ def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.
   new = {}
   h, new["stem"] = _stem(params["stem"], batch_stats["stem"], x, train)
 
-  def edge(e, p, s, h_in):
-    return lax.switch(arch[e], _BRANCHES[train], p, s, h_in)
+  scale = None
 
+  def edge(e, p, s, h_in):
+    y, s = lax.switch(arch[e], _BRANCHES[train], p, s, h_in)
+    if scale is not None:
+      y = y * scale[e].reshape((-1,) + (1,) * (y.ndim - 1))
+    return y, s
+
+  droppable = (arch == CONV1) | (arch == CONV3) | (arch == AVG)
   for i, block in enumerate(cfg.plan()):
     p, s = params[f"block_{i}"], batch_stats[f"block_{i}"]
     if block["kind"] == "res":
       h, new[f"block_{i}"] = _res(p, s, h, train)
     else:
+      if rng is not None:
+        keep = 1.0 - jnp.asarray(drop_prob, jnp.float32)
+        kept = jax.random.bernoulli(jax.random.fold_in(rng, i), keep, (NUM_EDGES, x.shape[0]))
+        scale = jnp.where(droppable[:, None], jnp.where(kept, 1.0 / keep, 0.0), 1.0)
       h, new[f"block_{i}"] = _cell(p, s, h, edge)
   logits, new["head"] = _head(params["head"], batch_stats["head"], h, train)
   return logits, new
@@ -291,14 +306,15 @@ init_train_state = supernet_lib.init_train_state
 
 
 def make_train_step(config: SupernetConfig | dict[str, Any], tx: optax.GradientTransformation,
-                    *, donate: bool = True) -> Callable:
+                    *, donate: bool = True, drop_path: float | Callable = 0.0) -> Callable:
   """One jitted supernet training step that serves every architecture.
 
   ``train_step(state, arch int32[6], (x, y), key) -> (state, {"loss", "acc"})``;
-  see ``nas_jax.networks.supernet.make_train_step``.
+  ``drop_path`` and the rest as in ``nas_jax.networks.supernet.make_train_step``.
   """
   cfg = _as_config(config)
-  return supernet_lib.make_train_step(functools.partial(supernet_apply, config=cfg), tx, donate=donate)
+  return supernet_lib.make_train_step(functools.partial(supernet_apply, config=cfg), tx, donate=donate,
+                                      drop_path=drop_path)
 
 
 def make_eval_archs(config: SupernetConfig | dict[str, Any], *, method: str = "map",

@@ -50,26 +50,47 @@ def init_train_state(params: Params, batch_stats: Params, tx: optax.GradientTran
           "step": jax.device_put(np.zeros((), np.int32))}
 
 
-def make_train_step(apply_fn: Callable, tx: optax.GradientTransformation, *, donate: bool = True) -> Callable:
+def _drop_path_schedule(drop_path: float | Callable) -> Callable | None:
+  """``step -> probability`` for ``drop_path``, or None when it is off."""
+  if callable(drop_path):
+    return drop_path
+  if isinstance(drop_path, bool) or not isinstance(drop_path, (int, float)) or not 0 <= drop_path < 1:
+    raise ValueError(f"drop_path must be a probability in [0, 1) or a schedule step -> probability, "
+                     f"got {drop_path!r}")
+  return None if drop_path == 0 else (lambda step: drop_path)
+
+
+def make_train_step(apply_fn: Callable, tx: optax.GradientTransformation, *, donate: bool = True,
+                    drop_path: float | Callable = 0.0) -> Callable:
   """One jitted supernet training step that serves every architecture.
 
   Args:
-    apply_fn: ``apply_fn(params, batch_stats, arch, x, train=True) -> (logits, new_stats)``.
+    apply_fn: ``apply_fn(params, batch_stats, arch, x, train=True) -> (logits, new_stats)``;
+      with drop-path it is also given ``rng=`` (a key) and ``drop_prob=``.
     tx: the optax optimizer the state was built with.
     donate: donate the state buffers (the input state must not be reused).
+    drop_path: drop-path probability of the architecture's edges (0: off),
+      or a schedule ``step -> probability`` (as optax schedules; NASNet and
+      NAO raise it linearly over training). The probability is traced, so a
+      schedule does not recompile.
 
   Returns:
     ``train_step(state, arch, (x, y), key) -> (state, {"loss", "acc"})``; ``arch``
-    is traced (no recompilation across architectures), ``key`` is reserved for
-    stochastic regularisation, ``acc`` is in [0, 1].
+    is traced (no recompilation across architectures), ``key`` draws the
+    drop-path masks, ``acc`` is in [0, 1].
+
+  Example:
+    >>> step = make_train_step(apply, tx, drop_path=optax.linear_schedule(0.0, 0.3, 10_000))
+    >>> state, metrics = step(state, arch, (x, y), jax.random.key(0))
   """
+  schedule = _drop_path_schedule(drop_path)
 
   def train_step(state, arch, batch, key):
-    del key
     x, y = batch
+    kwargs = {} if schedule is None else {"rng": key, "drop_prob": schedule(state["step"])}
 
     def loss_fn(params):
-      logits, new_stats = apply_fn(params, state["batch_stats"], arch, x, train=True)
+      logits, new_stats = apply_fn(params, state["batch_stats"], arch, x, train=True, **kwargs)
       return jnp.mean(cross_entropy(logits, y)), (logits, new_stats)
 
     (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
