@@ -29,6 +29,22 @@ def test_unknown_depthwise_impl_rejected():
     ops.set_depthwise_impl("fast")
 
 
+@pytest.mark.parametrize("stride,dilation,kernel,size", [(1, 1, 3, 8), (2, 1, 3, 7), (1, 2, 5, 9)])
+def test_conv2d_taps_matches_lax_and_gradients(stride, dilation, kernel, size):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 4))
+  a = ops.conv2d(x, w, stride, dilation, impl="taps")
+  b = ops.conv2d(x, w, stride, dilation, impl="lax")
+  o = ops.out_size(size, kernel, stride, dilation)
+  assert a.shape == b.shape == (2, o, o, 4)
+  np.testing.assert_allclose(a, b, atol=1e-4)
+  loss = lambda impl: (lambda x, w: jnp.sum(jnp.sin(ops.conv2d(x, w, stride, dilation, impl))))
+  for u, v in zip(jax.grad(loss("taps"), (0, 1))(x, w), jax.grad(loss("lax"), (0, 1))(x, w)):
+    np.testing.assert_allclose(u, v, atol=1e-4)
+  with pytest.raises(ValueError, match="conv impl"):
+    ops.conv2d(x, w, impl="im2col")
+
+
 def test_pooling_matches_reference():
   x = jax.random.normal(jax.random.key(0), (1, 5, 5, 2))
   # max pool vs reduce_window
