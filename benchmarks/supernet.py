@@ -1,8 +1,10 @@
-"""Benchmark of the nasnet weight-sharing supernet on CPU.
+"""Benchmark of a weight-sharing supernet (nasnet or nb201) on CPU.
 
-CIFAR-shaped supernet (8 cells: 3 stages of 2 normal cells with a reduction
-cell between stages, C=16, B=5), batch 64 of random 32x32x3 images. Prints and
-writes JSON with:
+``--space nasnet`` (default): the CIFAR-shaped supernet of the core issue (8
+cells: 3 stages of 2 normal cells with a reduction cell between stages, C=16,
+B=5). ``--space nb201``: the NAS-Bench-201 supernet at the benchmark's size
+(C=16, N=5 cells per stage: 15 cells and 2 residual blocks). Batch 64 of
+random 32x32x3 images. Prints and writes JSON with:
 
 - ``cold_start_s``: process start to the end of the first train step
   (imports, initialisation and compilation included);
@@ -14,10 +16,16 @@ writes JSON with:
 - ``recompiles``: compilations of the train step / eval function beyond their
   first one (0 means one compilation serves every architecture);
 - ``peak_rss_mb``: peak resident memory of the process;
-- ``load_avg``: 1-minute load average at start and end (the machine is shared).
+- ``load_avg``: 1-minute load average at start and end (the machine is shared);
+- with ``--child-archs K``: ``child_vs_supernet``, for K of the architectures,
+  the median train-step time of the fixed child network compiled for that one
+  architecture (same ops, no switch, no scan) beside the supernet's on the
+  same architecture, steps alternating. It shows how much the weight-sharing
+  structure itself costs.
 
 Usage:
     python benchmarks/supernet.py --out /tmp/supernet.json
+    python benchmarks/supernet.py --space nb201 --out /tmp/supernet_nb201.json
 """
 from __future__ import annotations
 
@@ -43,31 +51,113 @@ def _process_start() -> float:
     return _T0
 
 
-def build_train_step(nasnet_module, channels: int = 16, layers: int = 8, size: int = 32):
+DEFAULT_LAYERS = {"nasnet": 8, "nb201": 5}
+
+
+def build_train_step(net_module, channels: int = 16, layers: int = 8, size: int = 32):
   """``(config, train state, jitted train step)`` of the benchmark supernet
-  (10 classes, ``size x size x 3`` images), built with ``nasnet_module``
-  (``nas_jax.networks.nasnet`` or a reference copy of it, see supernet_ab.py)."""
+  (10 classes, ``size x size x 3`` images), built with ``net_module``
+  (``nas_jax.networks.nasnet`` / ``nb201``, or a reference copy of one, see
+  supernet_ab.py)."""
   import jax
 
-  cfg = nasnet_module.SupernetConfig(num_classes=10, init_channels=channels, layers=layers)
-  params, stats = nasnet_module.init_supernet(jax.random.key(0), cfg, (size, size, 3))
-  tx = nasnet_module.default_optimizer()
-  state = nasnet_module.init_train_state(params, stats, tx)
-  return cfg, state, nasnet_module.make_train_step(cfg, tx)
+  cfg = net_module.SupernetConfig(num_classes=10, init_channels=channels, layers=layers)
+  params, stats = net_module.init_supernet(jax.random.key(0), cfg, (size, size, 3))
+  tx = net_module.default_optimizer()
+  state = net_module.init_train_state(params, stats, tx)
+  return cfg, state, net_module.make_train_step(cfg, tx)
+
+
+def arch_sampler(space: str, rng):
+  """Uniform random architectures of ``space`` as numpy int32 arrays."""
+  import numpy as np
+
+  if space == "nb201":
+    return lambda: rng.integers(0, 5, 6).astype(np.int32)
+
+  def nasnet_arch():
+    a = np.zeros((2, 5, 4), np.int32)
+    for c in range(2):
+      for n in range(5):
+        a[c, n] = [rng.integers(0, n + 2), rng.integers(0, 5), rng.integers(0, n + 2), rng.integers(0, 5)]
+    return a
+
+  return nasnet_arch
+
+
+def child_vs_supernet(net_module, cfg, state, train_step, archs, x, y, steps: int = 5):
+  """Median train-step times of each arch's child network and of the supernet on that arch.
+
+  Returns ``(rows, state)``: one dict per arch, and the supernet state after its steps.
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+
+  from nas_jax.networks.supernet import cross_entropy
+
+  key = jax.random.key(1)
+  rows = []
+  for arch in archs:
+
+    class _Space:
+      name = "nasnet"
+
+    child = net_module.build_child(_Space(), arch, num_classes=cfg.num_classes, init_channels=cfg.init_channels,
+                                   layers=cfg.layers)
+    variables = child.init(jax.random.key(0), x[:2], train=False)
+    tx = net_module.default_optimizer()
+
+    @jax.jit
+    def child_step(params, batch_stats, opt_state):
+      def loss_fn(p):
+        (logits, _), new = child.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
+                                       mutable=["batch_stats"])
+        return jnp.mean(cross_entropy(logits, y)), new["batch_stats"]
+      (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), new_stats, opt_state, loss
+
+    carry = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
+    t = time.perf_counter()
+    carry = child_step(*carry)[:3]
+    jax.block_until_ready(carry)
+    compile_s = time.perf_counter() - t
+    t_child, t_super = [], []
+    for _ in range(steps):
+      t = time.perf_counter()
+      carry = child_step(*carry)[:3]
+      jax.block_until_ready(carry)
+      t_child.append(time.perf_counter() - t)
+      t = time.perf_counter()
+      state, metrics = train_step(state, arch, (x, y), key)
+      jax.block_until_ready(metrics)
+      t_super.append(time.perf_counter() - t)
+    row = {"child_step_s": round(float(np.median(t_child)), 4), "supernet_step_s": round(float(np.median(t_super)), 4),
+           "child_compile_s": round(compile_s, 1)}
+    row["supernet_over_child"] = round(row["supernet_step_s"] / row["child_step_s"], 3)
+    print(f"child vs supernet: {row}", flush=True)
+    rows.append(row)
+  return rows, state
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=None, help="write the JSON figures here")
+  parser.add_argument("--space", default="nasnet", choices=sorted(DEFAULT_LAYERS))
   parser.add_argument("--steps", type=int, default=21, help="timed train steps (>= 20)")
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--size", type=int, default=32)
   parser.add_argument("--channels", type=int, default=16)
-  parser.add_argument("--layers", type=int, default=8)
+  parser.add_argument("--layers", type=int, default=None,
+                      help="cells (nasnet, default 8) or cells per stage (nb201, default 5)")
   parser.add_argument("--eval-batch", type=int, default=500)
   parser.add_argument("--eval-archs", type=int, default=8, help="K architectures per eval call")
   parser.add_argument("--eval-method", default="map", choices=["map", "vmap", "both"])
   parser.add_argument("--depthwise", default="auto", choices=["auto", "shift", "grouped"])
+  parser.add_argument("--child-archs", type=int, default=0,
+                      help="also time the child network of this many archs (nasnet; compiles each, ~40 s)")
   args = parser.parse_args()
   t_start = _process_start()
 
@@ -75,7 +165,7 @@ def main() -> None:
   import numpy as np
 
   from nas_jax import ops
-  from nas_jax.networks import nasnet
+  from nas_jax.networks import nasnet, nb201
 
   compile_events: list[float] = []
 
@@ -89,15 +179,11 @@ def main() -> None:
   load_start = os.getloadavg()[0]
 
   rng = np.random.default_rng(0)
+  sample_arch = arch_sampler(args.space, rng)
+  net = {"nasnet": nasnet, "nb201": nb201}[args.space]
+  layers = DEFAULT_LAYERS[args.space] if args.layers is None else args.layers
 
-  def sample_arch() -> np.ndarray:
-    a = np.zeros((2, 5, 4), np.int32)
-    for c in range(2):
-      for n in range(5):
-        a[c, n] = [rng.integers(0, n + 2), rng.integers(0, 5), rng.integers(0, n + 2), rng.integers(0, 5)]
-    return a
-
-  cfg, state, train_step = build_train_step(nasnet, args.channels, args.layers, args.size)
+  cfg, state, train_step = build_train_step(net, args.channels, layers, args.size)
   x = rng.standard_normal((args.batch, args.size, args.size, 3), np.float32)
   y = rng.integers(0, 10, args.batch).astype(np.int32)
   key = jax.random.key(1)
@@ -121,13 +207,20 @@ def main() -> None:
         f"max {max(times):.3f}); loss {float(metrics['loss']):.3f}", flush=True)
   recompiles = train_step._cache_size() - 1  # pylint: disable=protected-access
 
+  child_rows = None
+  if args.child_archs:
+    if args.space != "nasnet":
+      raise SystemExit("error: --child-archs is for --space nasnet")
+    child_rows, state = child_vs_supernet(net, cfg, state, train_step,
+                                          [sample_arch() for _ in range(args.child_archs)], x, y)
+
   xe = rng.standard_normal((args.eval_batch, args.size, args.size, 3), np.float32)
   ye = rng.integers(0, 10, args.eval_batch).astype(np.int32)
   archs = np.stack([sample_arch() for _ in range(args.eval_archs)])
   eval_rates = {}
   eval_compile = {}
   for method in (["map", "vmap"] if args.eval_method == "both" else [args.eval_method]):
-    eval_archs = nasnet.make_eval_archs(cfg, method=method)
+    eval_archs = net.make_eval_archs(cfg, method=method)
     n0 = len(compile_events)
     t = time.perf_counter()
     jax.block_until_ready(eval_archs(state["params"], state["batch_stats"], archs, xe, ye))
@@ -157,7 +250,9 @@ def main() -> None:
       "load_avg_start": round(load_start, 2),
       "load_avg_end": round(os.getloadavg()[0], 2),
       "depthwise_impl": ops.depthwise_impl(),
-      "config": {"batch": args.batch, "size": args.size, "channels": args.channels, "layers": args.layers,
+      "space": args.space,
+      **({"child_vs_supernet": child_rows} if child_rows else {}),
+      "config": {"batch": args.batch, "size": args.size, "channels": args.channels, "layers": layers,
                  "steps": args.steps, "eval_batch": args.eval_batch, "eval_archs": args.eval_archs},
       "jax": jax.__version__, "backend": jax.default_backend(),
   }

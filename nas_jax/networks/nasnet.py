@@ -57,7 +57,16 @@ other on an idle machine):
 architectures, steps alternating, per-architecture time ratio 0.84-0.86.)
 
 ``EDGE_LOOP = "unroll"`` keeps the unrolled per-edge variant (``_edge``).
-See ``benchmarks/supernet.py`` for the current figures.
+See ``benchmarks/supernet.py`` for the current figures; its ``--child-archs``
+option times the fixed child network of the same architectures, which on this
+CPU is no faster than the supernet (the ops, not the weight sharing, bound the
+step).
+
+Drop-path (``supernet_apply(..., rng=key, drop_prob=p)``, or
+``make_train_step(..., drop_path=p or schedule)``): every edge whose op is not
+a plain identity is zeroed for a sample with probability ``p`` and otherwise
+scaled by ``1 / (1 - p)``, as in the child network; the per-edge factors
+(``drop_path_scale``) enter the cell scan and its hand-written backward.
 
 Batch norm in the supernet: training uses batch statistics (as ENAS and NAO-WS
 do) and also tracks running statistics of every op (updated only for the ops
