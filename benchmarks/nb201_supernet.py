@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
   import numpy as np
 
   from nas_jax.evaluators.supernet import SupernetEvaluator
-  from nas_jax.evaluators.tabular import load_table
+  from nas_jax.evaluators.tabular import arch_string, load_table
   from nas_jax.spaces import get_space
 
   space = get_space("nb201")
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps(entry), flush=True)
 
   result = {"final": history[-1], "history": history, "wall_s": round(time.time() - t0, 1),
+            "cells": [{"arch": arch_string(a), "score": round(float(sc), 2), "valid_acc": float(v),
+                       "test_acc": float(te)} for a, sc, v, te in zip(scored, scores, valid_acc, test_acc)],
             "config": {k: v for k, v in vars(args).items() if k != "out"},
             "jax": jax.__version__, "backend": jax.default_backend()}
   print(json.dumps(result["final"], indent=2))

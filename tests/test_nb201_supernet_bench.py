@@ -44,5 +44,6 @@ def test_tiny_run_end_to_end(tmp_path):
   final = json.loads(out.read_text())["final"]
   assert final["all"]["n"] == 6 and -1.0 <= final["all"]["kendall_tau"] <= 1.0
   assert 0.0 <= final["mean_score"] <= 100.0
+  assert len(result["cells"]) == 6 and result["cells"][0]["arch"].startswith("|")
   with pytest.raises(SystemExit):
     bench.main(["--data", "imagefolder:/nowhere", "--archs", "2"])
