@@ -27,6 +27,7 @@ def test_ranking_figures():
   assert "trainable" not in bench.ranking([1, 2, 3], [10, 20, 90], [10, 20, 90])
 
 
+@pytest.mark.slow  # two supernet compilations, about 45 s
 def test_tiny_run_end_to_end(tmp_path):
   image = pytest.importorskip("PIL.Image")
   rng = np.random.default_rng(0)
