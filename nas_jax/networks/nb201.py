@@ -241,20 +241,21 @@ def init_supernet(key: jax.Array, config: SupernetConfig | dict[str, Any],
   return params, stats
 
 
-def _branch(op, train, p, s, h):
-  # Inside lax.switch: XLA:CPU's convolution is 6-24x slower there (ops.branch_conv_impl).
-  return _apply_op(op, p, s, h, train, ops.branch_conv_impl())
+def _branch(op, train, forward_only, p, s, h):
+  # Inside lax.switch, XLA:CPU's convolution backward is 6-24x slower than outside
+  # (ops.branch_conv_impl); its forward alone is not, and beats the taps.
+  return _apply_op(op, p, s, h, train, "lax" if forward_only else ops.branch_conv_impl())
 
 
 # Rematerialised switch branches keep the conditional's residuals to the branch
 # input; without it every branch emits zero-filled residuals of all the others.
-_BRANCHES = {train: [jax.checkpoint(functools.partial(_branch, op, train)) for op in range(NUM_OPS)]
-             for train in (False, True)}
+_BRANCHES = {(train, fwd): [jax.checkpoint(functools.partial(_branch, op, train, fwd)) for op in range(NUM_OPS)]
+             for train in (False, True) for fwd in (False, True)}
 
 
 def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.Array, *,
                    config: SupernetConfig | dict[str, Any], train: bool, rng: jax.Array | None = None,
-                   drop_prob: float | jax.Array = 0.0) -> tuple[jax.Array, Params]:
+                   drop_prob: float | jax.Array = 0.0, forward_only: bool = False) -> tuple[jax.Array, Params]:
   """Logits of the supernet for one (traced) architecture.
 
   Args:
@@ -267,6 +268,9 @@ def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.
     drop_prob: drop-path probability in [0, 1) of every conv and pool edge
       (as the child network applies it), used when ``rng`` is given; may be
       traced.
+    forward_only: the caller will not differentiate the result (evaluation):
+      convolutions then run as XLA convolutions, whose forward pass is fast
+      inside the op switch on CPU (see ``ops.branch_conv_impl``).
 
   Returns:
     ``(logits [N, num_classes], new_batch_stats)``; in train mode the running
@@ -282,7 +286,7 @@ def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.
   scale = None
 
   def edge(e, p, s, h_in):
-    y, s = lax.switch(arch[e], _BRANCHES[train], p, s, h_in)
+    y, s = lax.switch(arch[e], _BRANCHES[train, forward_only], p, s, h_in)
     if scale is not None:
       y = y * scale[e].reshape((-1,) + (1,) * (y.ndim - 1))
     return y, s
@@ -326,8 +330,8 @@ def make_eval_archs(config: SupernetConfig | dict[str, Any], *, method: str = "m
   ``method`` and ``bn`` as in ``nas_jax.networks.supernet.make_eval_archs``.
   """
   cfg = _as_config(config)
-  return supernet_lib.make_eval_archs(functools.partial(supernet_apply, config=cfg), arch_rank=1,
-                                      method=method, bn=bn)
+  return supernet_lib.make_eval_archs(functools.partial(supernet_apply, config=cfg, forward_only=True),
+                                      arch_rank=1, method=method, bn=bn)
 
 
 # --- child network -------------------------------------------------------------------
