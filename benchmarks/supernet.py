@@ -100,11 +100,7 @@ def child_vs_supernet(net_module, cfg, state, train_step, archs, x, y, steps: in
   key = jax.random.key(1)
   rows = []
   for arch in archs:
-
-    class _Space:
-      name = "nasnet"
-
-    child = net_module.build_child(_Space(), arch, num_classes=cfg.num_classes, init_channels=cfg.init_channels,
+    child = net_module.build_child(None, arch, num_classes=cfg.num_classes, init_channels=cfg.init_channels,
                                    layers=cfg.layers)
     variables = child.init(jax.random.key(0), x[:2], train=False)
     tx = net_module.default_optimizer()

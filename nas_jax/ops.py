@@ -519,6 +519,30 @@ def drop_path(key: jax.Array, x: jax.Array, drop_prob: float | jax.Array) -> jax
   return jnp.where(mask, x / keep, 0.0)
 
 
+def drop_path_factors(key: jax.Array, drop_prob: float | jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Drop-path factors for many paths at once (supernets, whose ops are traced).
+
+  Args:
+    key: PRNG key.
+    drop_prob: probability in [0, 1); may be traced.
+    shape: e.g. ``(edges, N)``.
+
+  Returns:
+    float32 ``shape``: 0 with probability ``drop_prob``, else ``1 / (1 - drop_prob)``;
+    multiply a path's output per sample (``per_sample``).
+
+  Example:
+    >>> f = drop_path_factors(jax.random.key(0), 0.2, (10, 64))  # 0.0 or 1.25
+  """
+  keep = 1.0 - jnp.asarray(drop_prob, jnp.float32)
+  return jnp.where(jax.random.bernoulli(key, keep, shape), 1.0 / keep, 0.0).astype(jnp.float32)
+
+
+def per_sample(v: jax.Array, like: jax.Array) -> jax.Array:
+  """``v [N]`` reshaped to broadcast over ``like [N, ...]``."""
+  return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
 # --- global pooling + linear --------------------------------------------------
 def init_dense(key: jax.Array, c_in: int, c_out: int) -> Params:
   """Linear layer (LeCun-uniform-like init, zero bias)."""

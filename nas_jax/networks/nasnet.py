@@ -426,7 +426,7 @@ def _supernet_cell_unrolled(p, s, x0, x1, cell_arch, reduction, num_nodes, train
         h_node = lax.select_n(jnp.clip(idx - 2, 0, len(nodes) - 1), *nodes) if nodes else None
         y, se = _edge_switch(pe, se, h_full, h_node, idx, op, True, train, with_nodes=bool(nodes))
       if scale is not None:
-        y = y * _per_sample(scale[e], y)
+        y = y * ops.per_sample(scale[e], y)
       new_edges.append(se)
       node = y if node is None else node + y
     states.append(node)
@@ -468,11 +468,6 @@ def _reduced_shape(shape):
   return (shape[0], ops.out_size(shape[1], 3, 2), ops.out_size(shape[2], 3, 2), shape[3])
 
 
-def _per_sample(v, like):
-  """``v [N]`` shaped to broadcast over ``like [N, H, W, C]``."""
-  return v.reshape((-1,) + (1,) * (like.ndim - 1))
-
-
 def _cell_states(reduction, num_nodes, train, p, s, inputs, idx, op, scale=None):
   """The edge scan of a cell: ``(states, new_s)``.
 
@@ -495,7 +490,7 @@ def _cell_states(reduction, num_nodes, train, p, s, inputs, idx, op, scale=None)
     src = (inputs, states) if reduction else (states, None)
     y, se = lax.switch(_which_branch(reduction, idx_e, op_e), branches, pe, se, *src, idx_e)
     if scale_e is not None:
-      y = y * _per_sample(scale_e, y)
+      y = y * ops.per_sample(scale_e, y)
     # Slot 0 of a node adds to the zeros the buffer starts with, slot 1 to slot 0's output.
     node = first + e // 2
     val = y + lax.dynamic_index_in_dim(states, node, keepdims=False)
@@ -566,7 +561,7 @@ def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
       pe, se, idx_e, op_e, e, scale_e = xs
       g = lax.dynamic_index_in_dim(ct_states, 2 + e // 2, keepdims=False)  # node = sum of its 2 edges
       if scale_e is not None:
-        g = g * _per_sample(scale_e, g)
+        g = g * ops.per_sample(scale_e, g)
       d_p, d_h = lax.switch(op_e, pullbacks, pe, se, states, None, idx_e, g)
       old = lax.dynamic_index_in_dim(ct_states, idx_e, keepdims=False)
       return lax.dynamic_update_index_in_dim(ct_states, old + d_h, idx_e, 0), d_p
@@ -594,7 +589,7 @@ def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
     pe, se, idx_e, op_e, e, scale_e = xs
     g = lax.dynamic_index_in_dim(ct_nodes, e // 2, keepdims=False)
     if scale_e is not None:
-      g = g * _per_sample(scale_e, g)
+      g = g * ops.per_sample(scale_e, g)
     d_p, d_in, d_node = lax.switch(_which_branch(True, idx_e, op_e), pullbacks, pe, se, inputs, states,
                                    idx_e, g)
     i_in, i_node = jnp.minimum(idx_e, 1), jnp.clip(idx_e - 2, 0, num_nodes - 1)
@@ -642,12 +637,10 @@ def drop_path_scale(key: jax.Array, cell_arch: jax.Array, reduction: bool, drop_
     >>> scale = drop_path_scale(jax.random.key(0), arch[0], False, 0.2, 64)  # [10, 64]
   """
   idx, op = _edge_arrays(jnp.asarray(cell_arch, jnp.int32))
-  keep = 1.0 - jnp.asarray(drop_prob, jnp.float32)
-  kept = jax.random.bernoulli(key, keep, (idx.shape[0], batch))
   identity = op == IDENTITY
   if reduction:
     identity = identity & (idx >= 2)
-  return jnp.where(identity[:, None], 1.0, jnp.where(kept, 1.0 / keep, 0.0)).astype(jnp.float32)
+  return jnp.where(identity[:, None], 1.0, ops.drop_path_factors(key, drop_prob, (idx.shape[0], batch)))
 
 
 def _supernet_cell_scan(p, s, x0, x1, cell_arch, reduction, num_nodes, train, scale=None):

@@ -283,12 +283,10 @@ def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.
   new = {}
   h, new["stem"] = _stem(params["stem"], batch_stats["stem"], x, train)
 
-  scale = None
-
-  def edge(e, p, s, h_in):
+  def edge(e, p, s, h_in, scale=None):
     y, s = lax.switch(arch[e], _BRANCHES[train, forward_only], p, s, h_in)
     if scale is not None:
-      y = y * scale[e].reshape((-1,) + (1,) * (y.ndim - 1))
+      y = y * ops.per_sample(scale[e], y)
     return y, s
 
   droppable = (arch == CONV1) | (arch == CONV3) | (arch == AVG)
@@ -297,11 +295,11 @@ def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.
     if block["kind"] == "res":
       h, new[f"block_{i}"] = _res(p, s, h, train)
     else:
+      scale = None
       if rng is not None:
-        keep = 1.0 - jnp.asarray(drop_prob, jnp.float32)
-        kept = jax.random.bernoulli(jax.random.fold_in(rng, i), keep, (NUM_EDGES, x.shape[0]))
-        scale = jnp.where(droppable[:, None], jnp.where(kept, 1.0 / keep, 0.0), 1.0)
-      h, new[f"block_{i}"] = _cell(p, s, h, edge)
+        factors = ops.drop_path_factors(jax.random.fold_in(rng, i), drop_prob, (NUM_EDGES, x.shape[0]))
+        scale = jnp.where(droppable[:, None], factors, 1.0)
+      h, new[f"block_{i}"] = _cell(p, s, h, functools.partial(edge, scale=scale))
   logits, new["head"] = _head(params["head"], batch_stats["head"], h, train)
   return logits, new
 
