@@ -237,4 +237,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  from nas_jax import runtime  # pylint: disable=import-outside-toplevel
+  runtime.reexec_with_huge_pages()  # see nas_jax/runtime.py
   sys.exit(main())

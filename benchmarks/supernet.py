@@ -17,6 +17,9 @@ random 32x32x3 images. Prints and writes JSON with:
   first one (0 means one compilation serves every architecture);
 - ``peak_rss_mb``: peak resident memory of the process;
 - ``load_avg``: 1-minute load average at start and end (the machine is shared);
+- ``huge_pages``: whether large allocations use 2 MB pages (the script restarts
+  itself with them where that helps, see ``nas_jax/runtime.py``;
+  ``NAS_JAX_HUGE_PAGES=0``: off);
 - with ``--child-archs K``: ``child_vs_supernet``, for K of the architectures,
   the median train-step time of the fixed child network compiled for that one
   architecture (same ops, no switch, no scan) beside the supernet's on the
@@ -160,7 +163,7 @@ def main() -> None:
   import jax
   import numpy as np
 
-  from nas_jax import ops
+  from nas_jax import ops, runtime
   from nas_jax.networks import nasnet, nb201
 
   compile_events: list[float] = []
@@ -246,6 +249,7 @@ def main() -> None:
       "load_avg_start": round(load_start, 2),
       "load_avg_end": round(os.getloadavg()[0], 2),
       "depthwise_impl": ops.depthwise_impl(),
+      "huge_pages": runtime.huge_pages_active(),
       "space": args.space,
       **({"child_vs_supernet": child_rows} if child_rows else {}),
       "config": {"batch": args.batch, "size": args.size, "channels": args.channels, "layers": layers,
@@ -259,4 +263,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+  from nas_jax import runtime  # pylint: disable=import-outside-toplevel
+  runtime.reexec_with_huge_pages()  # before jax is imported: see nas_jax/runtime.py
   main()

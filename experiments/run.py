@@ -119,4 +119,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  from nas_jax import runtime  # pylint: disable=import-outside-toplevel
+  runtime.reexec_with_huge_pages()  # before jax is imported: see nas_jax/runtime.py
   sys.exit(main())
