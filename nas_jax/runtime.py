@@ -73,8 +73,10 @@ def huge_pages_env(env: dict[str, str], *, mode: str | None, glibc: tuple[int, i
 
 def huge_pages_active() -> bool:
   """Whether this process runs with 2 MB pages for large allocations (or THP "always")."""
-  return thp_mode() == "always" or (glibc_version() is not None
-                                    and "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", ""))
+  mode = thp_mode()
+  glibc = glibc_version()
+  return mode == "always" or (mode == "madvise" and glibc is not None and glibc >= (2, 35)
+                              and HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""))
 
 
 def reexec_with_huge_pages() -> None:
