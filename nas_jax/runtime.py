@@ -12,10 +12,11 @@ process start only, so ``reexec_with_huge_pages`` restarts the interpreter with
 it before anything else runs.
 
 Measured (benchmark nasnet supernet, 8 cells, C=16, batch 64, 2-core CPU,
-processes alternating; median step over 15 random architectures): 1.95 /
-2.14 / 1.93 s without, 1.77 / 1.70 / 1.58 s with; kernel time 0.43-0.48 ->
-0.12-0.15 s per step. The batched evaluation (500-image forward passes) does
-not change.
+processes alternating; median step over 15-20 random architectures): mean
+1.99 s over 6 runs without, 1.71 s over 7 runs with; kernel time 0.42-0.48 ->
+0.09-0.20 s per step. ``benchmarks/supernet.py`` pairs, with / without: 1.87
+/ 1.92 s and 1.65 / 1.81 s; ``--space nb201``: 1.04 / 1.24 s. The batched
+evaluation (500-image forward passes in one call) does not change.
 
 Set ``NAS_JAX_HUGE_PAGES=0`` to turn it off.
 
