@@ -56,6 +56,11 @@ def glibc_version() -> tuple[int, int] | None:
     return None
 
 
+def _tunable_acts(mode: str | None, glibc: tuple[int, int] | None) -> bool:
+  """Whether ``glibc.malloc.hugetlb=1`` changes anything: glibc >= 2.35 and THP mode "madvise"."""
+  return glibc is not None and glibc >= (2, 35) and mode == "madvise"
+
+
 def huge_pages_env(env: dict[str, str], *, mode: str | None, glibc: tuple[int, int] | None) -> dict[str, str] | None:
   """The environment to restart with, or None when a restart would not help.
 
@@ -66,7 +71,7 @@ def huge_pages_env(env: dict[str, str], *, mode: str | None, glibc: tuple[int, i
   """
   if env.get(OPT_OUT_VAR, "1") == "0" or "glibc.malloc.hugetlb" in env.get("GLIBC_TUNABLES", ""):
     return None
-  if glibc is None or glibc < (2, 35) or mode != "madvise":
+  if not _tunable_acts(mode, glibc):
     return None
   tunables = env.get("GLIBC_TUNABLES", "")
   return {**env, "GLIBC_TUNABLES": f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE}
@@ -75,8 +80,7 @@ def huge_pages_env(env: dict[str, str], *, mode: str | None, glibc: tuple[int, i
 def huge_pages_active() -> bool:
   """Whether this process runs with 2 MB pages for large allocations (or THP "always")."""
   mode = thp_mode()
-  glibc = glibc_version()
-  return mode == "always" or (mode == "madvise" and glibc is not None and glibc >= (2, 35)
+  return mode == "always" or (_tunable_acts(mode, glibc_version())
                               and HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""))
 
 
