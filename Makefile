@@ -8,6 +8,7 @@ $(STAMP): setup.cfg requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -r requirements.txt -e '.[test]'
+	$(VENV)/bin/python -m nas_jax.kernels.build  # C++ CPU kernels, cached per machine; optional
 	touch $(STAMP)
 
 .PHONY: install run test

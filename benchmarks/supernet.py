@@ -154,7 +154,7 @@ def main() -> None:
   parser.add_argument("--eval-batch", type=int, default=500)
   parser.add_argument("--eval-archs", type=int, default=8, help="K architectures per eval call")
   parser.add_argument("--eval-method", default="map", choices=["map", "vmap", "both"])
-  parser.add_argument("--depthwise", default="auto", choices=["auto", "shift", "grouped"])
+  parser.add_argument("--depthwise", default="auto", choices=["auto", "kernel", "shift", "grouped"])
   parser.add_argument("--child-archs", type=int, default=0,
                       help="also time the child network of this many archs (nasnet; compiles each, ~40 s)")
   args = parser.parse_args()

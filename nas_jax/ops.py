@@ -19,13 +19,15 @@ forward+backward, median of 10-15 runs, machine lightly loaded):
   im2col (stacked taps) + einsum                    0.15 s
   9 shifted multiply-adds, jax autodiff             0.078 s
   9 shifted multiply-adds, custom VJP ("shift")     0.045 s
+  C++ kernels through the XLA FFI ("kernel")       0.003 s
   ============================================  ==========
 
-(The forward pass alone of "shift" takes 3 ms; its cost is in the weight
-gradient, 9 reductions over N, H, W.) ``"auto"`` (the default) picks "shift" on
-CPU and "grouped" (``feature_group_count``, the natural fast path of
-cuDNN/TPU) elsewhere. Pooling is likewise written as shifted taps: XLA:CPU's
-``reduce_window`` gradient (select-and-scatter) is slow.
+("shift" spends its time in the weight gradient, 9 reductions over N, H, W:
+30-34 ms, against 0.65 ms in the kernel; see ``nas_jax.kernels.depthwise``.)
+``"auto"`` (the default) picks "kernel" on CPU where ``nas_jax.kernels`` is
+built, "shift" on CPU where it is not, and "grouped" (``feature_group_count``,
+the natural fast path of cuDNN/TPU) elsewhere. Pooling is written as shifted
+taps: XLA:CPU's ``reduce_window`` gradient (select-and-scatter) is slow.
 
 Example:
     >>> p, s = init_sep_conv(jax.random.key(0), 16, 16, 3)
@@ -42,13 +44,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from nas_jax.kernels import build as kernel_build
+from nas_jax.kernels import depthwise as kernel_depthwise
+
 Params = dict[str, Any]
 Stats = dict[str, Any]
 
 BN_MOMENTUM = 0.1  # PyTorch convention: new = (1 - m) * old + m * batch
 BN_EPS = 1e-5
 
-_DEPTHWISE_IMPLS = ("auto", "shift", "grouped")
+_DEPTHWISE_IMPLS = ("auto", "kernel", "shift", "grouped")
 _depthwise_impl = "auto"
 
 
@@ -56,9 +61,10 @@ def set_depthwise_impl(impl: str) -> None:
   """Chooses how depthwise convolutions are computed (at trace time).
 
   Args:
-    impl: "auto" (shift on CPU, grouped elsewhere), "shift" (shifted
-      multiply-adds with a custom VJP) or "grouped" (``lax.conv`` with
-      ``feature_group_count``).
+    impl: "auto" (on CPU "kernel" where it is built, else "shift"; "grouped"
+      elsewhere), "kernel" (the C++ CPU kernels of ``nas_jax.kernels``),
+      "shift" (shifted multiply-adds with a custom VJP) or "grouped"
+      (``lax.conv`` with ``feature_group_count``).
   """
   global _depthwise_impl
   if impl not in _DEPTHWISE_IMPLS:
@@ -67,16 +73,15 @@ def set_depthwise_impl(impl: str) -> None:
 
 
 def depthwise_impl() -> str:
-  """The implementation that ``depthwise_conv`` uses now ("shift"/"grouped")."""
+  """The implementation that ``depthwise_conv`` uses now ("kernel"/"shift"/"grouped")."""
   if _depthwise_impl == "auto":
-    return "shift" if jax.default_backend() == "cpu" else "grouped"
+    if jax.default_backend() != "cpu":
+      return "grouped"
+    return "kernel" if kernel_build.available() else "shift"
   return _depthwise_impl
 
 
-def out_size(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
-  """Spatial output size of a 'same'-padded (pad = dilation*(k-1)//2) window."""
-  pad = dilation * (kernel - 1) // 2
-  return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+out_size = kernel_depthwise.out_size
 
 
 # --- initialisers -------------------------------------------------------------
@@ -298,21 +303,22 @@ def depthwise_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 
     w: ``[k, k, C]`` (k odd).
     stride: spatial stride.
     dilation: kernel dilation.
-    impl: None (the module setting), "shift" or "grouped".
+    impl: None (the module setting), "kernel", "shift" or "grouped".
 
   Returns:
     ``[N, out_size(H), out_size(W), C]``.
   """
   impl = impl or depthwise_impl()
+  if impl == "kernel":
+    if jax.default_backend() == "cpu" and not kernel_build.available():
+      raise RuntimeError(f"depthwise impl 'kernel' is not available: {kernel_build.unavailable_reason()}; "
+                         "use ops.set_depthwise_impl('auto') or 'shift'")
+    return kernel_depthwise.depthwise_conv(x, w, stride, dilation)
   if impl == "shift":
     return _dw_shift(x, w, stride, dilation)
   if impl == "grouped":
-    k, c = w.shape[0], w.shape[-1]
-    pad = dilation * (k - 1) // 2
-    return lax.conv_general_dilated(x, w.reshape(k, k, 1, c), (stride, stride), [(pad, pad), (pad, pad)],
-                                    rhs_dilation=(dilation, dilation),
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
-  raise ValueError(f"unknown depthwise impl {impl!r}; choose 'shift' or 'grouped'")
+    return kernel_depthwise.grouped_conv(x, w, stride, dilation)
+  raise ValueError(f"unknown depthwise impl {impl!r}; choose 'kernel', 'shift' or 'grouped'")
 
 
 # --- composite parametrised ops ---------------------------------------------

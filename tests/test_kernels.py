@@ -1,0 +1,143 @@
+"""The C++ depthwise kernels against the pure-JAX implementation, to every order and under vmap."""
+import functools
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nas_jax import ops
+from nas_jax.kernels import build
+from nas_jax.kernels import depthwise as K
+
+needs_kernels = pytest.mark.skipif(not build.available(), reason=f"kernels not built: {build.unavailable_reason()}")
+
+# (N, H, W, C, k, stride, dilation): odd sizes, strides, dilations, and channel
+# counts both compiled in (8, 16) and not (3, 5).
+SHAPES = [(2, 7, 9, 5, 3, 1, 1), (2, 8, 8, 16, 5, 2, 1), (3, 9, 7, 3, 3, 2, 2), (1, 5, 5, 8, 1, 1, 2)]
+
+
+def _close(a, b, tol=1e-4):
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=tol, atol=tol * (float(jnp.abs(v).max()) + 1e-6))
+
+
+def _inputs(shape):
+  n, h, w, c, k, _, _ = shape
+  return jax.random.normal(jax.random.key(1), (n, h, w, c)), jax.random.normal(jax.random.key(2), (k, k, c))
+
+
+def _loss(conv):
+  return lambda x, w: jnp.sum(jnp.tanh(conv(x, w)) ** 2)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", SHAPES)
+def test_values_and_gradients_match_pure_jax(shape):
+  x, w = _inputs(shape)
+  s, d = shape[5], shape[6]
+  ref = functools.partial(ops.depthwise_conv, stride=s, dilation=d, impl="shift")
+  new = functools.partial(K.depthwise_conv, stride=s, dilation=d)
+  y_ref = jax.jit(ref)(x, w)
+  _close(new(x, w), y_ref)  # eager: the primitive's own jitted impl
+  _close(jax.jit(new)(x, w), y_ref)
+  grad = lambda conv: jax.jit(jax.grad(_loss(conv), (0, 1)))
+  _close(grad(new)(x, w), grad(ref)(x, w))
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[2]])
+def test_second_derivatives_in_both_modes(shape):
+  x, w = _inputs(shape)
+  s, d = shape[5], shape[6]
+  ref = functools.partial(ops.depthwise_conv, stride=s, dilation=d, impl="shift")
+  new = functools.partial(K.depthwise_conv, stride=s, dilation=d)
+  h_ref = jax.jit(jax.hessian(_loss(ref), 1))(x, w)
+  _close(jax.jit(jax.hessian(_loss(new), 1))(x, w), h_ref, 1e-3)  # forward over reverse
+  _close(jax.jit(jax.jacrev(jax.grad(_loss(new), 1), 1))(x, w), h_ref, 1e-3)  # reverse over reverse
+  # Hessian-vector product in x (the input gradient's own derivatives).
+  v = jax.random.normal(jax.random.key(3), x.shape)
+  hvp = lambda conv: jax.jit(lambda x: jax.jvp(jax.grad(_loss(conv)), (x, w), (v, jnp.zeros_like(w)))[1])
+  _close(hvp(new)(x), hvp(ref)(x), 1e-3)
+
+
+@needs_kernels
+def test_vmap_folds_the_mapped_axis_into_channels():
+  x, w = _inputs((2, 6, 6, 4, 3, 2, 1))
+  ref = functools.partial(ops.depthwise_conv, stride=2, impl="shift")
+  new = functools.partial(K.depthwise_conv, stride=2)
+  xs, ws = jnp.stack([x, 2 * x, -x]), jnp.stack([w, 0.5 * w, w ** 2])
+  _close(jax.vmap(new, (0, None))(xs, w), jax.vmap(ref, (0, None))(xs, w))
+  _close(jax.vmap(new, (None, 0))(x, ws), jax.vmap(ref, (None, 0))(x, ws))
+  _close(jax.vmap(new, (2, 0))(jnp.moveaxis(xs, 0, 2), ws), jax.vmap(ref)(xs, ws))
+  vgrad = lambda conv: jax.jit(jax.vmap(jax.grad(_loss(conv), (0, 1))))
+  _close(vgrad(new)(xs, ws), vgrad(ref)(xs, ws))
+
+
+@needs_kernels
+def test_weight_gradient_is_bitwise_deterministic():
+  x = jax.random.normal(jax.random.key(0), (33, 16, 16, 16))
+  w = jax.random.normal(jax.random.key(1), (5, 5, 16))
+  grad = jax.jit(jax.grad(lambda w: jnp.sum(K.depthwise_conv(x, w) ** 2)))
+  first = np.asarray(grad(w))
+  for _ in range(4):
+    np.testing.assert_array_equal(np.asarray(grad(w)), first)
+
+
+@needs_kernels
+def test_auto_picks_the_kernel_on_cpu_and_ops_use_it():
+  assert ops.depthwise_impl() == "kernel"
+  hlo = jax.jit(lambda x, w: ops.depthwise_conv(x, w)).lower(*_inputs(SHAPES[0])).as_text()
+  assert "nas_jax_depthwise_forward" in hlo
+
+
+def test_bad_arguments_are_rejected():
+  x, w = _inputs(SHAPES[0])
+  with pytest.raises(ValueError, match="odd"):
+    K.depthwise_conv(x, jnp.zeros((2, 2, 5)))
+  with pytest.raises(ValueError, match="stride"):
+    K.depthwise_conv(x, w, stride=0)
+  with pytest.raises(ValueError, match=r"w \[k, k, C\]"):
+    K.depthwise_conv(x, w[..., :2])
+
+
+@pytest.mark.parametrize("env, reason", [({"NAS_JAX_KERNELS": "0"}, "NAS_JAX_KERNELS=0"),
+                                         ({"CXX": "false"}, "kernel build failed"),
+                                         ({"CXX": "/nonexistent/cxx", "PATH": "/nonexistent"}, "no C++ compiler")])
+def test_without_kernels_auto_falls_back_and_kernel_says_why(env, reason, tmp_path):
+  # A fresh process with an empty cache: a failed build must leave the library usable.
+  code = ("import jax, jax.numpy as jnp\n"
+          "from nas_jax import ops\n"
+          "from nas_jax.kernels import build\n"
+          "print(ops.depthwise_impl(), '|', build.unavailable_reason())\n"
+          "y = ops.depthwise_conv(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2)))\n"
+          "print(float(y[0, 1, 1, 0]))\n"
+          "ops.set_depthwise_impl('kernel')\n"
+          "try:\n"
+          "  ops.depthwise_conv(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2)))\n"
+          "except RuntimeError as e:\n"
+          "  print('error:', e)\n")
+  full_env = {**os.environ, "NAS_JAX_KERNEL_CACHE": str(tmp_path), "JAX_PLATFORMS": "cpu", **env}
+  if "PATH" in env:
+    full_env["PATH"] = env["PATH"]
+  out = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, check=True,
+                       timeout=120).stdout.splitlines()
+  assert out[0].startswith("shift |") and reason in out[0]
+  assert out[1] == "9.0"
+  assert out[2].startswith("error: depthwise impl 'kernel' is not available") and reason in out[2]
+  assert not list(tmp_path.glob("*.so"))
+
+
+@needs_kernels
+def test_library_is_cached_per_source_and_reused(tmp_path, monkeypatch):
+  monkeypatch.setenv("NAS_JAX_KERNEL_CACHE", str(tmp_path))
+  cxx = build.compiler()
+  path = build.library_path(cxx)
+  assert path.parent == tmp_path and path.name.startswith("nas_jax_kernels-")
+  assert build.library_path(cxx) == path  # the same key on every call
+  monkeypatch.setattr(build, "SOURCE", tmp_path / "other.cc")
+  (tmp_path / "other.cc").write_text(build.Path(build.__file__).with_name("depthwise.cc").read_text() + "\n// x\n")
+  assert build.library_path(cxx) != path  # another source, another library
