@@ -20,6 +20,9 @@ random 32x32x3 images. Prints and writes JSON with:
 - ``huge_pages``: whether large allocations use 2 MB pages (the script restarts
   itself with them where that helps, see ``nas_jax/runtime.py``;
   ``NAS_JAX_HUGE_PAGES=0``: off);
+- ``depthwise_impl``: how depthwise convolutions ran (``--depthwise``;
+  "auto" is the C++ kernels of ``nas_jax/kernels`` on CPU where they are
+  built, "shift" the pure-JAX version);
 - with ``--child-archs K``: ``child_vs_supernet``, for K of the architectures,
   the median train-step time of the fixed child network compiled for that one
   architecture (same ops, no switch, no scan) beside the supernet's on the
@@ -29,6 +32,7 @@ random 32x32x3 images. Prints and writes JSON with:
 Usage:
     python benchmarks/supernet.py --out /tmp/supernet.json
     python benchmarks/supernet.py --space nb201 --out /tmp/supernet_nb201.json
+    python benchmarks/supernet.py --depthwise shift    # without the C++ kernels
 """
 from __future__ import annotations
 
