@@ -20,9 +20,10 @@ random 32x32x3 images. Prints and writes JSON with:
 - ``huge_pages``: whether large allocations use 2 MB pages (the script restarts
   itself with them where that helps, see ``nas_jax/runtime.py``;
   ``NAS_JAX_HUGE_PAGES=0``: off);
-- ``depthwise_impl``: how depthwise convolutions ran (``--depthwise``;
-  "auto" is the C++ kernels of ``nas_jax/kernels`` on CPU where they are
-  built, "shift" the pure-JAX version);
+- ``depthwise_impl`` / ``pointwise_impl``: how depthwise and 1x1
+  convolutions ran (``--depthwise`` / ``--pointwise``; "auto" is the C++
+  kernels of ``nas_jax/kernels`` on CPU where they are built, "shift" /
+  "einsum" the pure-JAX versions);
 - with ``--child-archs K``: ``child_vs_supernet``, for K of the architectures,
   the median train-step time of the fixed child network compiled for that one
   architecture (same ops, no switch, no scan) beside the supernet's on the
@@ -32,7 +33,7 @@ random 32x32x3 images. Prints and writes JSON with:
 Usage:
     python benchmarks/supernet.py --out /tmp/supernet.json
     python benchmarks/supernet.py --space nb201 --out /tmp/supernet_nb201.json
-    python benchmarks/supernet.py --depthwise shift    # without the C++ kernels
+    python benchmarks/supernet.py --depthwise shift --pointwise einsum   # without the C++ kernels
 """
 from __future__ import annotations
 
@@ -159,6 +160,7 @@ def main() -> None:
   parser.add_argument("--eval-archs", type=int, default=8, help="K architectures per eval call")
   parser.add_argument("--eval-method", default="map", choices=["map", "vmap", "both"])
   parser.add_argument("--depthwise", default="auto", choices=["auto", "kernel", "shift", "grouped"])
+  parser.add_argument("--pointwise", default="auto", choices=["auto", "kernel", "einsum"])
   parser.add_argument("--child-archs", type=int, default=0,
                       help="also time the child network of this many archs (nasnet; compiles each, ~40 s)")
   args = parser.parse_args()
@@ -179,6 +181,7 @@ def main() -> None:
 
   jax.monitoring.register_event_duration_secs_listener(listener)
   ops.set_depthwise_impl(args.depthwise)
+  ops.set_pointwise_impl(args.pointwise)
   load_start = os.getloadavg()[0]
 
   rng = np.random.default_rng(0)
@@ -253,6 +256,7 @@ def main() -> None:
       "load_avg_start": round(load_start, 2),
       "load_avg_end": round(os.getloadavg()[0], 2),
       "depthwise_impl": ops.depthwise_impl(),
+      "pointwise_impl": ops.pointwise_impl(),
       "huge_pages": runtime.huge_pages_active(),
       "space": args.space,
       **({"child_vs_supernet": child_rows} if child_rows else {}),

@@ -46,6 +46,7 @@ from jax import lax
 
 from nas_jax.kernels import build as kernel_build
 from nas_jax.kernels import depthwise as kernel_depthwise
+from nas_jax.kernels import pointwise as kernel_pointwise
 
 Params = dict[str, Any]
 Stats = dict[str, Any]
@@ -82,6 +83,49 @@ def depthwise_impl() -> str:
 
 
 out_size = kernel_depthwise.out_size
+
+_POINTWISE_IMPLS = ("auto", "kernel", "einsum")
+_pointwise_impl = "auto"
+
+
+def set_pointwise_impl(impl: str) -> None:
+  """Chooses how 1x1 convolutions (``pointwise_conv``) are computed (at trace time).
+
+  Args:
+    impl: "auto" ("kernel" on CPU where ``nas_jax.kernels`` is built, else
+      "einsum"), "kernel" (the C++ CPU kernels, ``nas_jax.kernels.pointwise``)
+      or "einsum" (XLA's dot).
+  """
+  global _pointwise_impl
+  if impl not in _POINTWISE_IMPLS:
+    raise ValueError(f"unknown pointwise impl {impl!r}; choose one of {_POINTWISE_IMPLS}")
+  _pointwise_impl = impl
+
+
+def pointwise_impl() -> str:
+  """The implementation that ``pointwise_conv`` uses now ("kernel"/"einsum")."""
+  if _pointwise_impl == "auto":
+    return "kernel" if jax.default_backend() == "cpu" and kernel_build.available() else "einsum"
+  return _pointwise_impl
+
+
+def _require_kernels(op: str) -> None:
+  if jax.default_backend() == "cpu" and not kernel_build.available():
+    raise RuntimeError(f"{op} impl 'kernel' is not available: {kernel_build.unavailable_reason()}; "
+                       f"use ops.set_{op}_impl('auto')")
+
+
+def pointwise_conv(x: jax.Array, w: jax.Array) -> jax.Array:
+  """1x1 convolution: ``[N, H, W, C_in] x [C_in, C_out] -> [N, H, W, C_out]``.
+
+  On CPU the C++ kernels compute it and its gradients (``set_pointwise_impl``):
+  the weight gradient ``x^T g`` 2.6-3x faster than XLA's dot at the supernet's
+  shapes (``nas_jax.kernels.pointwise``).
+  """
+  if pointwise_impl() == "kernel":
+    _require_kernels("pointwise")
+    return kernel_pointwise.pointwise_conv(x, w)
+  return jnp.einsum("nhwc,cd->nhwd", x, w)
 
 
 # --- initialisers -------------------------------------------------------------
@@ -164,7 +208,7 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1, impl:
   if k == 1 and dilation == 1:
     if stride > 1:
       x = x[:, ::stride, ::stride, :]
-    return jnp.einsum("nhwc,cd->nhwd", x, w[0, 0])
+    return pointwise_conv(x, w[0, 0])
   pad = dilation * (k - 1) // 2
   if impl == "taps":
     ho, wo = out_size(x.shape[1], k, stride, dilation), out_size(x.shape[2], k, stride, dilation)
@@ -310,9 +354,7 @@ def depthwise_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 
   """
   impl = impl or depthwise_impl()
   if impl == "kernel":
-    if jax.default_backend() == "cpu" and not kernel_build.available():
-      raise RuntimeError(f"depthwise impl 'kernel' is not available: {kernel_build.unavailable_reason()}; "
-                         "use ops.set_depthwise_impl('auto') or 'shift'")
+    _require_kernels("depthwise")
     return kernel_depthwise.depthwise_conv(x, w, stride, dilation)
   if impl == "shift":
     return _dw_shift(x, w, stride, dilation)
@@ -353,9 +395,9 @@ def sep_conv(params: Params, stats: Stats, x: jax.Array, *, train: bool, stride:
              dilation: int = 1) -> tuple[jax.Array, Stats]:
   """ReLU-dw(stride)-pw-BN-ReLU-dw-pw-BN; the kernel size comes from params."""
   y = depthwise_conv(jax.nn.relu(x), params["dw1"], stride)
-  y, s1 = batch_norm(params["bn1"], stats["bn1"], jnp.einsum("nhwc,cd->nhwd", y, params["pw1"]), train=train)
+  y, s1 = batch_norm(params["bn1"], stats["bn1"], pointwise_conv(y, params["pw1"]), train=train)
   y = depthwise_conv(jax.nn.relu(y), params["dw2"], 1)
-  y, s2 = batch_norm(params["bn2"], stats["bn2"], jnp.einsum("nhwc,cd->nhwd", y, params["pw2"]), train=train)
+  y, s2 = batch_norm(params["bn2"], stats["bn2"], pointwise_conv(y, params["pw2"]), train=train)
   return y, {"bn1": s1, "bn2": s2}
 
 
@@ -371,7 +413,7 @@ def dil_conv(params: Params, stats: Stats, x: jax.Array, *, train: bool, stride:
              dilation: int = 2) -> tuple[jax.Array, Stats]:
   """ReLU -> dilated depthwise(stride) -> pointwise -> BN."""
   y = depthwise_conv(jax.nn.relu(x), params["dw"], stride, dilation)
-  y, s = batch_norm(params["bn"], stats["bn"], jnp.einsum("nhwc,cd->nhwd", y, params["pw"]), train=train)
+  y, s = batch_norm(params["bn"], stats["bn"], pointwise_conv(y, params["pw"]), train=train)
   return y, {"bn": s}
 
 
@@ -395,8 +437,7 @@ def factorized_reduce(params: Params, stats: Stats, x: jax.Array, *, train: bool
   a = x[:, ::2, ::2, :]
   xp = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
   b = xp[:, 1::2, 1::2, :]
-  y = jnp.concatenate([jnp.einsum("nhwc,cd->nhwd", a, params["w1"]),
-                       jnp.einsum("nhwc,cd->nhwd", b, params["w2"])], axis=-1)
+  y = jnp.concatenate([pointwise_conv(a, params["w1"]), pointwise_conv(b, params["w2"])], axis=-1)
   y, s = batch_norm(params["bn"], stats["bn"], y, train=train)
   return y, {"bn": s}
 

@@ -1,4 +1,4 @@
-"""The C++ depthwise kernels against the pure-JAX implementation, to every order and under vmap."""
+"""The C++ depthwise and pointwise kernels against pure JAX, to every order and under vmap."""
 import functools
 import os
 import subprocess
@@ -12,6 +12,7 @@ import pytest
 from nas_jax import ops
 from nas_jax.kernels import build
 from nas_jax.kernels import depthwise as K
+from nas_jax.kernels import pointwise as P
 
 needs_kernels = pytest.mark.skipif(not build.available(), reason=f"kernels not built: {build.unavailable_reason()}")
 
@@ -138,6 +139,59 @@ def test_library_is_cached_per_source_and_reused(tmp_path, monkeypatch):
   path = build.library_path(cxx)
   assert path.parent == tmp_path and path.name.startswith("nas_jax_kernels-")
   assert build.library_path(cxx) == path  # the same key on every call
-  monkeypatch.setattr(build, "SOURCE", tmp_path / "other.cc")
-  (tmp_path / "other.cc").write_text(build.Path(build.__file__).with_name("depthwise.cc").read_text() + "\n// x\n")
+  other = tmp_path / "other.cc"
+  other.write_text(build.SOURCES[0].read_text() + "\n// x\n")
+  monkeypatch.setattr(build, "SOURCES", (other, *build.SOURCES[1:]))
   assert build.library_path(cxx) != path  # another source, another library
+
+
+# --- pointwise ------------------------------------------------------------------------------
+def _einsum(x, w):
+  return jnp.einsum("...k,kn->...n", x, w)
+
+
+@needs_kernels
+@pytest.mark.parametrize("x_shape, n", [((2, 5, 5, 16), 16), ((3, 4, 80), 16), ((7, 5), 3), ((2, 3, 3, 24), 40),
+                                        ((1, 2, 2, 160), 32)])
+def test_pointwise_values_gradients_and_second_derivatives(x_shape, n):
+  # Widths: the AVX paths (16, 32), column blocks (40), plain loops (3).
+  x = jax.random.normal(jax.random.key(1), x_shape)
+  w = jax.random.normal(jax.random.key(2), (x_shape[-1], n))
+  _close(P.pointwise_conv(x, w), _einsum(x, w))
+  grad = lambda f: jax.jit(jax.grad(_loss(f), (0, 1)))
+  _close(grad(P.pointwise_conv)(x, w), grad(_einsum)(x, w))
+  hess = lambda f: jax.jit(jax.hessian(_loss(f), 1))
+  _close(hess(P.pointwise_conv)(x, w), hess(_einsum)(x, w), 1e-3)
+  rev2 = jax.jit(jax.jacrev(jax.grad(_loss(P.pointwise_conv), 1), 1))
+  _close(rev2(x, w), hess(_einsum)(x, w), 1e-3)
+
+
+@needs_kernels
+def test_pointwise_vmap_shared_and_mapped_weights():
+  xs = jax.random.normal(jax.random.key(1), (3, 2, 4, 4, 8))
+  w = jax.random.normal(jax.random.key(2), (8, 16))
+  ws = jnp.stack([w, -w, 2 * w])
+  _close(jax.vmap(P.pointwise_conv, (0, None))(xs, w), jax.vmap(_einsum, (0, None))(xs, w))
+  _close(jax.vmap(P.pointwise_conv, (3, None))(jnp.moveaxis(xs, 0, 3), w), jax.vmap(_einsum, (0, None))(xs, w))
+  _close(jax.vmap(P.pointwise_conv)(xs, ws), jax.vmap(_einsum)(xs, ws))
+  _close(jax.vmap(P.pointwise_conv, (None, 0))(xs[0], ws), jax.vmap(_einsum, (None, 0))(xs[0], ws))
+  vgrad = lambda f, axes: jax.jit(jax.vmap(jax.grad(_loss(f), (0, 1)), axes))
+  _close(vgrad(P.pointwise_conv, (0, None))(xs, w), vgrad(_einsum, (0, None))(xs, w))
+  _close(vgrad(P.pointwise_conv, (0, 0))(xs, ws), vgrad(_einsum, (0, 0))(xs, ws))
+
+
+@needs_kernels
+def test_pointwise_auto_uses_the_kernel_and_rejects_bad_shapes():
+  assert ops.pointwise_impl() == "kernel"
+  x, w = jnp.ones((2, 3, 3, 4)), jnp.ones((4, 8))
+  hlo = lambda: jax.jit(lambda x, w: ops.pointwise_conv(x, w)).lower(x, w).as_text()  # traced afresh
+  assert "nas_jax_pointwise_forward" in hlo()
+  ops.set_pointwise_impl("einsum")
+  try:
+    assert "nas_jax_pointwise" not in hlo()
+  finally:
+    ops.set_pointwise_impl("auto")
+  with pytest.raises(ValueError, match=r"x \[\.\.\., K\] and w \[K, N\]"):
+    P.pointwise_conv(x, jnp.ones((5, 8)))
+  with pytest.raises(ValueError, match="unknown pointwise impl"):
+    ops.set_pointwise_impl("fast")

@@ -1,6 +1,6 @@
 """Compiles the C++ CPU kernels once per machine and registers them with XLA.
 
-The kernels (``depthwise.cc``) are XLA FFI handlers. They are compiled with
+The kernels (``depthwise.cc``, ``pointwise.cc``) are XLA FFI handlers. They are compiled with
 the system C++ compiler against the FFI headers that ship with jaxlib
 (``jax.ffi.include_dir()``), the first time they are needed, into a cache
 directory; later processes load the cached library (a few milliseconds). The
@@ -40,11 +40,14 @@ from pathlib import Path
 import jax
 import jaxlib
 
-SOURCE = Path(__file__).with_name("depthwise.cc")
-# (FFI target name, exported handler symbol)
-TARGETS = (("nas_jax_depthwise_forward", "NasJaxDepthwiseForward"),
-           ("nas_jax_depthwise_input_grad", "NasJaxDepthwiseInputGrad"),
-           ("nas_jax_depthwise_weight_grad", "NasJaxDepthwiseWeightGrad"))
+HERE = Path(__file__).parent
+SOURCES = (HERE / "depthwise.cc", HERE / "pointwise.cc")
+HEADERS = (HERE / "nas_jax_kernels_common.h",)
+# op -> ((map, FFI target name), ...); the handler symbol is the target in CamelCase.
+TARGETS_BY_OP = {op: tuple((m, f"nas_jax_{op}_{m}") for m in ("forward", "input_grad", "weight_grad"))
+                 for op in ("depthwise", "pointwise")}
+TARGETS = tuple((target, "".join(w.capitalize() for w in target.split("_")))
+                for maps in TARGETS_BY_OP.values() for _, target in maps)
 FLAGS = ("-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-w")
 OPT_OUT_VAR = "NAS_JAX_KERNELS"
 CACHE_VAR = "NAS_JAX_KERNEL_CACHE"
@@ -83,7 +86,8 @@ def _cpu_flags() -> str:
 def library_path(cxx: str) -> Path:
   """The cached library's path for this source, compiler, jaxlib and CPU."""
   version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-  key = hashlib.sha256("\0".join([SOURCE.read_text(), cxx, version, " ".join(FLAGS), jaxlib.__version__,
+  sources = [p.read_text() for p in (*SOURCES, *HEADERS)]
+  key = hashlib.sha256("\0".join([*sources, cxx, version, " ".join(FLAGS), jaxlib.__version__,
                                   platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
   return cache_dir() / f"nas_jax_kernels-{key}.so"
 
@@ -95,7 +99,7 @@ def _compile(cxx: str, out: Path) -> None:
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
   os.close(fd)
   try:
-    cmd = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+    cmd = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", f"-I{HERE}", *map(str, SOURCES), "-o", tmp]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
     if res.returncode != 0:
       tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])

@@ -37,16 +37,14 @@ Example:
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
+from jax.interpreters import ad, batching
 
-from nas_jax.kernels import build
+from nas_jax.kernels import build, primitive
 
 
 def out_size(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
@@ -100,22 +98,6 @@ def _input_grad_abstract(g, w, *, stride, dilation, in_hw):
 def _weight_grad_abstract(x, g, *, stride, dilation, kernel):
   del g, stride, dilation
   return jax.core.ShapedArray((kernel, kernel, x.shape[3]), x.dtype)
-
-
-forward_p.def_abstract_eval(_forward_abstract)
-input_grad_p.def_abstract_eval(_input_grad_abstract)
-weight_grad_p.def_abstract_eval(_weight_grad_abstract)
-
-
-def _eager(prim):
-  # Outside jit a primitive runs as its own small jitted program.
-  def impl(*args, **params):
-    return jax.jit(functools.partial(prim.bind, **params))(*args)
-  return impl
-
-
-for _p in (forward_p, input_grad_p, weight_grad_p):
-  _p.def_impl(_eager(_p))
 
 
 # --- transposes (each bilinear map's adjoints are the other two maps) ------------------
@@ -186,18 +168,6 @@ batching.primitive_batchers[weight_grad_p] = _batch_rule(weight_grad_p, 3)
 
 
 # --- lowering ----------------------------------------------------------------------------
-_TARGETS = dict(zip((forward_p, input_grad_p, weight_grad_p), (t for t, _ in build.TARGETS)))
-
-
-def _ffi(prim):
-  def fn(*args, stride, dilation, **extra):
-    aval = prim.abstract_eval(*(jax.core.ShapedArray(a.shape, a.dtype) for a in args),
-                              stride=stride, dilation=dilation, **extra)[0]
-    call = jax.ffi.ffi_call(_TARGETS[prim], jax.ShapeDtypeStruct(aval.shape, aval.dtype))
-    return call(*args, stride=np.int64(stride), dilation=np.int64(dilation))
-  return fn
-
-
 def grouped_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1) -> jax.Array:
   """The same convolution as XLA's grouped ``lax.conv`` (``feature_group_count=C``)."""
   k, c = w.shape[0], w.shape[-1]
@@ -221,19 +191,8 @@ def _xla_weight_grad(x, g, *, stride, dilation, kernel):
   return jax.vjp(lambda w: grouped_conv(x, w, stride, dilation), w0)[1](g)[0]
 
 
-_XLA = {forward_p: _xla_forward, input_grad_p: _xla_input_grad, weight_grad_p: _xla_weight_grad}
-
-
-def _register_lowerings(prim):
-  portable = mlir.lower_fun(_XLA[prim], multiple_results=False)
-  kernel = mlir.lower_fun(_ffi(prim), multiple_results=False)
-
-  def cpu_rule(ctx, *args, **params):
-    return (kernel if build.available() else portable)(ctx, *args, **params)
-
-  mlir.register_lowering(prim, portable)
-  mlir.register_lowering(prim, cpu_rule, platform="cpu")
-
-
-for _p in (forward_p, input_grad_p, weight_grad_p):
-  _register_lowerings(_p)
+_TARGET = dict(build.TARGETS_BY_OP["depthwise"])
+primitive.define(forward_p, _TARGET["forward"], _forward_abstract, _xla_forward, ("stride", "dilation"))
+primitive.define(input_grad_p, _TARGET["input_grad"], _input_grad_abstract, _xla_input_grad, ("stride", "dilation"))
+primitive.define(weight_grad_p, _TARGET["weight_grad"], _weight_grad_abstract, _xla_weight_grad,
+                 ("stride", "dilation"))

@@ -1,0 +1,243 @@
+// Pointwise (1x1) convolution, i.e. the matrix products of a [M, K] x [K, N]
+// layer, for XLA:CPU through the XLA FFI: forward y = x W, input gradient
+// dx = g W^T and weight gradient dW = x^T g, on float32 row-major operands
+// whose last axis is the channel axis (any leading shape, flattened to M).
+//
+// Layer widths here are small (K, N from 3 to a few hundred), where general
+// GEMM libraries pay for packing and for writing x^T. These kernels stream the
+// rows once: forward and input gradient keep a block of output rows in AVX
+// registers; the weight gradient keeps a block of rows of dW in registers
+// while it runs down a tile of rows. Widths that are multiples of 8 (all of
+// the cell spaces' layers) take AVX2/FMA intrinsics, written out because
+// GCC's auto-vectoriser picks the wrong axis here (shuffles, 6x slower); other
+// widths and non-AVX2 builds take plain loops. Rows are split over XLA's intra-op thread pool; the weight
+// gradient sums fixed chunks in order, so its bits do not depend on the
+// thread count.
+//
+// The Python side is nas_jax/kernels/pointwise.py.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "nas_jax_kernels_common.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define NAS_JAX_AVX2 1
+#endif
+
+namespace {
+
+constexpr int64_t kRowsPerItem = 256;   // rows per parallel work item (forward)
+constexpr int64_t kWeightGradChunks = 8;
+constexpr int64_t kTile = 64;           // rows per tile of the weight gradient
+
+// y[m, :N] = sum_k x[m, k] * w[k, :N] for m in [m0, m1); w is [K, N].
+void MatmulRowsGeneric(const float* x, const float* w, float* y, int64_t m0, int64_t m1, int64_t K,
+                       int64_t N) {
+  std::vector<float> acc(N);
+  for (int64_t m = m0; m < m1; ++m) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t k = 0; k < K; ++k) {
+      const float xv = x[m * K + k];
+      const float* wk = w + k * N;
+      for (int64_t n = 0; n < N; ++n) acc[n] += xv * wk[n];
+    }
+    std::memcpy(y + m * N, acc.data(), sizeof(float) * N);
+  }
+}
+
+#ifdef NAS_JAX_AVX2
+// The same for kN (a multiple of 8) columns of w and y, whose rows are ldw
+// and ldy floats apart: kR rows at a time, kN/8 registers per row.
+template <int kN, int kR>
+void MatmulRowsAvx(const float* x, const float* w, float* y, int64_t m0, int64_t m1, int64_t K, int64_t ldw,
+                   int64_t ldy) {
+  constexpr int kV = kN / 8;
+  int64_t m = m0;
+  for (; m + kR <= m1; m += kR) {
+    __m256 acc[kR][kV];
+    for (int r = 0; r < kR; ++r)
+      for (int v = 0; v < kV; ++v) acc[r][v] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+      const float* wk = w + k * ldw;
+      for (int r = 0; r < kR; ++r) {
+        const __m256 xv = _mm256_broadcast_ss(x + (m + r) * K + k);
+        for (int v = 0; v < kV; ++v) acc[r][v] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wk + 8 * v), acc[r][v]);
+      }
+    }
+    for (int r = 0; r < kR; ++r)
+      for (int v = 0; v < kV; ++v) _mm256_storeu_ps(y + (m + r) * ldy + 8 * v, acc[r][v]);
+  }
+  if constexpr (kR > 1) {
+    MatmulRowsAvx<kN, 1>(x, w, y, m, m1, K, ldw, ldy);
+  }
+}
+
+// Any N that is a multiple of 8: blocks of 16 columns, then one of 8.
+void MatmulRowsAvxBlocked(const float* x, const float* w, float* y, int64_t m0, int64_t m1, int64_t K,
+                          int64_t N) {
+  int64_t n0 = 0;
+  for (; n0 + 16 <= N; n0 += 16) MatmulRowsAvx<16, 4>(x, w + n0, y + n0, m0, m1, K, N, N);
+  if (n0 < N) MatmulRowsAvx<8, 4>(x, w + n0, y + n0, m0, m1, K, N, N);
+}
+#endif
+
+template <int kN>
+void MatmulRows(const float* x, const float* w, float* y, int64_t m0, int64_t m1, int64_t K, int64_t N) {
+#ifdef NAS_JAX_AVX2
+  if constexpr (kN > 0) {
+    // Row blocks that keep kR * kN / 8 accumulators in the 16 AVX registers.
+    constexpr int kR = kN <= 16 ? 4 : (kN <= 32 ? 2 : 1);
+    MatmulRowsAvx<kN, kR>(x, w, y, m0, m1, K, kN, kN);
+    return;
+  }
+  if (N % 8 == 0) {
+    MatmulRowsAvxBlocked(x, w, y, m0, m1, K, N);
+    return;
+  }
+#endif
+  MatmulRowsGeneric(x, w, y, m0, m1, K, N);
+}
+
+template <typename Fn>
+void DispatchWidth(int64_t n, Fn&& fn) {
+  switch (n) {
+    case 8: fn.template operator()<8>(); break;
+    case 16: fn.template operator()<16>(); break;
+    case 32: fn.template operator()<32>(); break;
+    case 48: fn.template operator()<48>(); break;
+    case 64: fn.template operator()<64>(); break;
+    default: fn.template operator()<0>(); break;
+  }
+}
+
+// y [M, N] = x [M, K] @ w [K, N] on the pool.
+void Matmul(ffi::ThreadPool& pool, const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N) {
+  const int64_t items = (M + kRowsPerItem - 1) / kRowsPerItem;
+  DispatchWidth(N, [&]<int kN>() {
+    nas_jax::ParallelFor(pool, items, [&](int64_t i) {
+      MatmulRows<kN>(x, w, y, i * kRowsPerItem, std::min(M, (i + 1) * kRowsPerItem), K, N);
+    });
+  });
+}
+
+// dw[k, :N] += sum_{m in [m0, m1)} x[m, k] * g[m, :N] for k in [k0, K)
+void WeightGradRowsGeneric(const float* x, const float* g, float* dw, int64_t m0, int64_t m1, int64_t k0,
+                           int64_t K, int64_t N) {
+  for (int64_t t0 = m0; t0 < m1; t0 += kTile) {
+    const int64_t t1 = std::min(m1, t0 + kTile);
+    for (int64_t k = k0; k < K; ++k) {
+      float* dk = dw + k * N;
+      for (int64_t m = t0; m < t1; ++m) {
+        const float xv = x[m * K + k];
+        const float* gm = g + m * N;
+        for (int64_t n = 0; n < N; ++n) dk[n] += xv * gm[n];
+      }
+    }
+  }
+}
+
+template <int kN>
+void WeightGradRows(const float* x, const float* g, float* dw, int64_t m0, int64_t m1, int64_t K, int64_t N) {
+  int64_t k_done = 0;
+#ifdef NAS_JAX_AVX2
+  if constexpr (kN > 0) {
+    // kB rows of dW (kB * kN / 8 registers) summed over a tile of rows at a time.
+    constexpr int kV = kN / 8;
+    constexpr int kB = kV <= 2 ? 6 : (kV <= 4 ? 3 : (kV <= 6 ? 2 : 1));
+    k_done = K - K % kB;
+    for (int64_t t0 = m0; t0 < m1; t0 += kTile) {
+      const int64_t t1 = std::min(m1, t0 + kTile);
+      for (int64_t k0 = 0; k0 < k_done; k0 += kB) {
+        __m256 acc[kB][kV];
+        for (int b = 0; b < kB; ++b)
+          for (int v = 0; v < kV; ++v) acc[b][v] = _mm256_setzero_ps();
+        for (int64_t m = t0; m < t1; ++m) {
+          __m256 gv[kV];
+          for (int v = 0; v < kV; ++v) gv[v] = _mm256_loadu_ps(g + m * kN + 8 * v);
+          for (int b = 0; b < kB; ++b) {
+            const __m256 xv = _mm256_broadcast_ss(x + m * K + k0 + b);
+            for (int v = 0; v < kV; ++v) acc[b][v] = _mm256_fmadd_ps(xv, gv[v], acc[b][v]);
+          }
+        }
+        for (int b = 0; b < kB; ++b)
+          for (int v = 0; v < kV; ++v) {
+            float* d = dw + (k0 + b) * kN + 8 * v;
+            _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), acc[b][v]));
+          }
+      }
+    }
+  }
+#endif
+  if (k_done < K) WeightGradRowsGeneric(x, g, dw, m0, m1, k_done, K, N);
+}
+
+int64_t Rows(const ffi::Buffer<ffi::F32>& b) {
+  int64_t m = 1;
+  auto d = b.dimensions();
+  for (size_t i = 0; i + 1 < d.size(); ++i) m *= d[i];
+  return m;
+}
+
+int64_t Width(const ffi::Buffer<ffi::F32>& b) { return b.dimensions().back(); }
+
+// y = x @ w
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                   ffi::ResultBuffer<ffi::F32> y) {
+  const int64_t M = Rows(x), K = Width(x), N = Width(w);
+  if (w.dimensions().size() != 2 || w.dimensions()[0] != K)
+    return ffi::Error::InvalidArgument("pointwise: w must be [K, N] with K = x's last axis");
+  Matmul(pool, x.typed_data(), w.typed_data(), y->typed_data(), M, K, N);
+  return ffi::Error::Success();
+}
+
+// dx = g @ w^T (w is [K, N]; the transpose is K*N floats)
+ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> w,
+                     ffi::ResultBuffer<ffi::F32> dx) {
+  const int64_t M = Rows(g), N = Width(g), K = w.dimensions()[0];
+  if (w.dimensions().size() != 2 || w.dimensions()[1] != N)
+    return ffi::Error::InvalidArgument("pointwise: w must be [K, N] with N = g's last axis");
+  std::vector<float> wt(K * N);
+  const float* ws = w.typed_data();
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n) wt[n * K + k] = ws[k * N + n];
+  Matmul(pool, g.typed_data(), wt.data(), dx->typed_data(), M, N, K);
+  return ffi::Error::Success();
+}
+
+// dw = x^T @ g
+ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
+                      ffi::ResultBuffer<ffi::F32> dw) {
+  const int64_t M = Rows(x), K = Width(x), N = Width(g);
+  if (Rows(g) != M) return ffi::Error::InvalidArgument("pointwise: x and g need the same rows");
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kWeightGradChunks, M / kTile));
+  std::vector<float> parts(chunks * K * N, 0.0f);
+  const float* xs = x.typed_data();
+  const float* gs = g.typed_data();
+  DispatchWidth(N, [&]<int kN>() {
+    nas_jax::ParallelFor(pool, chunks, [&](int64_t c) {
+      WeightGradRows<kN>(xs, gs, parts.data() + c * K * N, c * M / chunks, (c + 1) * M / chunks, K, N);
+    });
+  });
+  float* out = dw->typed_data();
+  std::memset(out, 0, sizeof(float) * K * N);
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t e = 0; e < K * N; ++e) out[e] += parts[c * K * N + e];
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define NAS_JAX_PW_BIND(name, fn)                                                      \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, fn,                                              \
+                                ffi::Ffi::Bind()                                       \
+                                    .Ctx<ffi::ThreadPool>()                            \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                      \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                      \
+                                    .Ret<ffi::Buffer<ffi::F32>>());
+
+NAS_JAX_PW_BIND(NasJaxPointwiseForward, Forward)
+NAS_JAX_PW_BIND(NasJaxPointwiseInputGrad, InputGrad)
+NAS_JAX_PW_BIND(NasJaxPointwiseWeightGrad, WeightGrad)
