@@ -95,19 +95,22 @@ def jaxpr_macs(jaxpr: Any) -> int:
 def function_macs(fn: Callable, *args: Any) -> int:
   """MACs of ``fn(*args)`` (args may be ``jax.ShapeDtypeStruct``); nothing runs.
 
-  Depthwise convolutions are traced with ``feature_group_count`` so they count
-  as ``k*k`` MACs per output element.
+  Depthwise convolutions are traced with ``feature_group_count`` and 1x1
+  convolutions as XLA dots (not as the CPU kernels' opaque primitives), so
+  they count as ``k*k`` and ``C_in`` MACs per output element.
 
   Example:
       >>> function_macs(lambda x, w: x @ w, jnp.zeros((2, 3)), jnp.zeros((3, 4)))
       24
   """
-  old = ops._depthwise_impl  # pylint: disable=protected-access
+  old = ops._depthwise_impl, ops._pointwise_impl  # pylint: disable=protected-access
   ops.set_depthwise_impl("grouped")
+  ops.set_pointwise_impl("einsum")
   try:
     return jaxpr_macs(jax.make_jaxpr(fn)(*args))
   finally:
-    ops.set_depthwise_impl(old)
+    ops.set_depthwise_impl(old[0])
+    ops.set_pointwise_impl(old[1])
 
 
 def count_params(params: Any) -> int:

@@ -119,8 +119,18 @@ def pointwise_conv(x: jax.Array, w: jax.Array) -> jax.Array:
   """1x1 convolution: ``[N, H, W, C_in] x [C_in, C_out] -> [N, H, W, C_out]``.
 
   On CPU the C++ kernels compute it and its gradients (``set_pointwise_impl``):
-  the weight gradient ``x^T g`` 2.6-3x faster than XLA's dot at the supernet's
-  shapes (``nas_jax.kernels.pointwise``).
+  the weight gradient ``x^T g`` runs 2-3x faster than XLA's dot at the
+  supernet's shapes (``nas_jax.kernels.pointwise``).
+
+  Args:
+    x: NHWC input.
+    w: ``[C_in, C_out]`` weights.
+
+  Returns:
+    ``[N, H, W, C_out]``.
+
+  Example:
+      >>> y = pointwise_conv(jnp.ones((2, 8, 8, 16)), jnp.ones((16, 32)))
   """
   if pointwise_impl() == "kernel":
     _require_kernels("pointwise")
