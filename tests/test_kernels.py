@@ -195,3 +195,17 @@ def test_pointwise_auto_uses_the_kernel_and_rejects_bad_shapes():
     P.pointwise_conv(x, jnp.ones((5, 8)))
   with pytest.raises(ValueError, match="unknown pointwise impl"):
     ops.set_pointwise_impl("fast")
+
+
+def test_portable_lowering_without_kernels_matches(monkeypatch):
+  # What the primitives lower to off the CPU, or where the build failed: XLA's grouped conv and dot.
+  monkeypatch.setitem(build._state, "ok", False)  # pylint: disable=protected-access
+  monkeypatch.setitem(build._state, "reason", "test")  # pylint: disable=protected-access
+  x, w = _inputs(SHAPES[2])
+  ref = lambda x, w: ops.depthwise_conv(x, w, stride=2, dilation=2, impl="shift") @ jnp.eye(3)
+  new = lambda x, w: P.pointwise_conv(K.depthwise_conv(x, w, stride=2, dilation=2), jnp.eye(3))
+  hlo = jax.jit(new).lower(x, w).as_text()
+  assert "nas_jax_" not in hlo and "custom_call" not in hlo
+  grad = lambda conv: jax.jit(jax.grad(_loss(conv), (0, 1)))
+  _close(jax.jit(new)(x, w), jax.jit(ref)(x, w))
+  _close(grad(new)(x, w), grad(ref)(x, w))
