@@ -16,8 +16,8 @@ Settings (environment):
   CXX=PATH                 the compiler (default ``g++``, else ``c++``).
 
 Without a compiler the library still works: ``available()`` is False,
-``unavailable_reason()`` says why, and ``ops.depthwise_conv`` stays on its
-pure-JAX implementation.
+``unavailable_reason()`` says why, and ``ops.depthwise_conv`` and
+``ops.pointwise_conv`` stay on their pure-JAX implementations.
 
 Example:
     >>> from nas_jax.kernels import build

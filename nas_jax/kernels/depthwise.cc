@@ -22,6 +22,7 @@
 
 namespace {
 
+using nas_jax::DispatchWidth;
 using nas_jax::ParallelFor;
 
 constexpr int64_t kWeightGradChunks = 8;
@@ -45,9 +46,8 @@ inline void ValidColumns(const Geometry& g, int64_t off, int64_t* lo, int64_t* h
 template <int kC>
 void ForwardSample(const Geometry& g, const float* x, const float* w, float* y) {
   const int64_t C = Channels<kC>(g);
-  float acc[kC > 0 ? kC : 1];
-  std::vector<float> heap(kC > 0 ? 0 : C);
-  float* a = kC > 0 ? acc : heap.data();
+  nas_jax::AccumulatorRow<kC> acc(C);
+  float* a = acc.data();
   for (int64_t ho = 0; ho < g.ho; ++ho) {
     for (int64_t wo = 0; wo < g.wo; ++wo) {
       for (int64_t c = 0; c < C; ++c) a[c] = 0.0f;
@@ -74,9 +74,8 @@ void ForwardSample(const Geometry& g, const float* x, const float* w, float* y) 
 template <int kC>
 void InputGradSample(const Geometry& g, const float* gy, const float* w, float* dx) {
   const int64_t C = Channels<kC>(g);
-  float acc[kC > 0 ? kC : 1];
-  std::vector<float> heap(kC > 0 ? 0 : C);
-  float* a = kC > 0 ? acc : heap.data();
+  nas_jax::AccumulatorRow<kC> acc(C);
+  float* a = acc.data();
   for (int64_t h = 0; h < g.h; ++h) {
     for (int64_t x = 0; x < g.w; ++x) {
       for (int64_t c = 0; c < C; ++c) a[c] = 0.0f;
@@ -105,9 +104,8 @@ void InputGradSample(const Geometry& g, const float* gy, const float* w, float* 
 template <int kC>
 void WeightGradSample(const Geometry& g, const float* x, const float* gy, float* dw) {
   const int64_t C = Channels<kC>(g);
-  float acc[kC > 0 ? kC : 1];
-  std::vector<float> heap(kC > 0 ? 0 : C);
-  float* a = kC > 0 ? acc : heap.data();
+  nas_jax::AccumulatorRow<kC> acc(C);
+  float* a = acc.data();
   for (int64_t ho = 0; ho < g.ho; ++ho) {
     const float* gr = gy + ho * g.wo * C;
     for (int64_t i = 0; i < g.k; ++i) {
@@ -127,20 +125,6 @@ void WeightGradSample(const Geometry& g, const float* x, const float* gy, float*
         for (int64_t c = 0; c < C; ++c) out[c] += a[c];
       }
     }
-  }
-}
-
-// Calls fn.template operator()<kC>() with kC = C for the common channel
-// counts and kC = 0 (runtime C) otherwise.
-template <typename Fn>
-void DispatchChannels(int64_t c, Fn&& fn) {
-  switch (c) {
-    case 8: fn.template operator()<8>(); break;
-    case 16: fn.template operator()<16>(); break;
-    case 32: fn.template operator()<32>(); break;
-    case 48: fn.template operator()<48>(); break;
-    case 64: fn.template operator()<64>(); break;
-    default: fn.template operator()<0>(); break;
   }
 }
 
@@ -171,7 +155,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
   const float* xs = x.typed_data();
   const float* ws = w.typed_data();
   float* ys = y->typed_data();
-  DispatchChannels(g.c, [&]<int kC>() {
+  DispatchWidth(g.c, [&]<int kC>() {
     ParallelFor(pool, g.n, [&](int64_t n) {
       ForwardSample<kC>(g, xs + n * g.h * g.w * g.c, ws, ys + n * g.ho * g.wo * g.c);
     });
@@ -187,7 +171,7 @@ ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy, ffi::Buffer
   const float* gs = gy.typed_data();
   const float* ws = w.typed_data();
   float* ds = dx->typed_data();
-  DispatchChannels(g.c, [&]<int kC>() {
+  DispatchWidth(g.c, [&]<int kC>() {
     ParallelFor(pool, g.n, [&](int64_t n) {
       InputGradSample<kC>(g, gs + n * g.ho * g.wo * g.c, ws, ds + n * g.h * g.w * g.c);
     });
@@ -208,16 +192,13 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   std::vector<float> parts(chunks * size, 0.0f);
   const float* xs = x.typed_data();
   const float* gs = gy.typed_data();
-  DispatchChannels(g.c, [&]<int kC>() {
+  DispatchWidth(g.c, [&]<int kC>() {
     ParallelFor(pool, chunks, [&](int64_t chunk) {
       for (int64_t n = chunk * g.n / chunks; n < (chunk + 1) * g.n / chunks; ++n)
         WeightGradSample<kC>(g, xs + n * g.h * g.w * g.c, gs + n * g.ho * g.wo * g.c, parts.data() + chunk * size);
     });
   });
-  float* out = dw->typed_data();
-  std::memset(out, 0, sizeof(float) * size);
-  for (int64_t p = 0; p < chunks; ++p)
-    for (int64_t e = 0; e < size; ++e) out[e] += parts[p * size + e];
+  nas_jax::SumPartialsInOrder(parts, chunks, size, dw->typed_data());
   return ffi::Error::Success();
 }
 

@@ -1,13 +1,17 @@
 // Shared by the nas_jax CPU kernels (depthwise.cc, pointwise.cc): the FFI
-// headers and a parallel loop on XLA's intra-op thread pool.
+// headers, a parallel loop on XLA's intra-op thread pool, the dispatch of
+// channel counts to compile-time constants, and the ordered sum of per-chunk
+// partial results.
 #ifndef NAS_JAX_KERNELS_COMMON_H_
 #define NAS_JAX_KERNELS_COMMON_H_
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -46,6 +50,42 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t items, const Body& body) {
   }
   work(*state, items, body);
   while (state->done.load(std::memory_order_acquire) < items) std::this_thread::yield();
+}
+
+// Calls fn.template operator()<kC>() with kC = c for the common channel
+// counts (so inner loops over channels unroll into whole AVX registers) and
+// kC = 0 (c read at run time) otherwise.
+template <typename Fn>
+void DispatchWidth(int64_t c, Fn&& fn) {
+  switch (c) {
+    case 8: fn.template operator()<8>(); break;
+    case 16: fn.template operator()<16>(); break;
+    case 32: fn.template operator()<32>(); break;
+    case 48: fn.template operator()<48>(); break;
+    case 64: fn.template operator()<64>(); break;
+    default: fn.template operator()<0>(); break;
+  }
+}
+
+// A row of kC accumulators on the stack (registers, once unrolled), or of c
+// on the heap when kC is 0.
+template <int kC>
+class AccumulatorRow {
+ public:
+  explicit AccumulatorRow(int64_t c) : heap_(kC > 0 ? 0 : c) {}
+  float* data() { return kC > 0 ? stack_ : heap_.data(); }
+
+ private:
+  float stack_[kC > 0 ? kC : 1];
+  std::vector<float> heap_;
+};
+
+// out[e] = sum over p in [0, parts) of partials[p * size + e], in p order:
+// the same bits whatever thread computed which partial.
+inline void SumPartialsInOrder(const std::vector<float>& partials, int64_t parts, int64_t size, float* out) {
+  std::memset(out, 0, sizeof(float) * size);
+  for (int64_t p = 0; p < parts; ++p)
+    for (int64_t e = 0; e < size; ++e) out[e] += partials[p * size + e];
 }
 
 }  // namespace nas_jax

@@ -101,22 +101,10 @@ void MatmulRows(const float* x, const float* w, float* y, int64_t m0, int64_t m1
   MatmulRowsGeneric(x, w, y, m0, m1, K, N);
 }
 
-template <typename Fn>
-void DispatchWidth(int64_t n, Fn&& fn) {
-  switch (n) {
-    case 8: fn.template operator()<8>(); break;
-    case 16: fn.template operator()<16>(); break;
-    case 32: fn.template operator()<32>(); break;
-    case 48: fn.template operator()<48>(); break;
-    case 64: fn.template operator()<64>(); break;
-    default: fn.template operator()<0>(); break;
-  }
-}
-
 // y [M, N] = x [M, K] @ w [K, N] on the pool.
 void Matmul(ffi::ThreadPool& pool, const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N) {
   const int64_t items = (M + kRowsPerItem - 1) / kRowsPerItem;
-  DispatchWidth(N, [&]<int kN>() {
+  nas_jax::DispatchWidth(N, [&]<int kN>() {
     nas_jax::ParallelFor(pool, items, [&](int64_t i) {
       MatmulRows<kN>(x, w, y, i * kRowsPerItem, std::min(M, (i + 1) * kRowsPerItem), K, N);
     });
@@ -216,15 +204,12 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   std::vector<float> parts(chunks * K * N, 0.0f);
   const float* xs = x.typed_data();
   const float* gs = g.typed_data();
-  DispatchWidth(N, [&]<int kN>() {
+  nas_jax::DispatchWidth(N, [&]<int kN>() {
     nas_jax::ParallelFor(pool, chunks, [&](int64_t c) {
       WeightGradRows<kN>(xs, gs, parts.data() + c * K * N, c * M / chunks, (c + 1) * M / chunks, K, N);
     });
   });
-  float* out = dw->typed_data();
-  std::memset(out, 0, sizeof(float) * K * N);
-  for (int64_t c = 0; c < chunks; ++c)
-    for (int64_t e = 0; e < K * N; ++e) out[e] += parts[c * K * N + e];
+  nas_jax::SumPartialsInOrder(parts, chunks, K * N, dw->typed_data());
   return ffi::Error::Success();
 }
 
