@@ -23,7 +23,9 @@ random 32x32x3 images. Prints and writes JSON with:
 - ``depthwise_impl`` / ``pointwise_impl``: how depthwise and 1x1
   convolutions ran (``--depthwise`` / ``--pointwise``; "auto" is the C++
   kernels of ``nas_jax/kernels`` on CPU where they are built, "shift" /
-  "einsum" the pure-JAX versions);
+  "einsum" the pure-JAX versions); ``fusion``: whether the undifferentiated
+  forward (evaluation) ran separable-conv halves as one fused kernel
+  (``--fusion``, ``ops.set_fusion``);
 - with ``--child-archs K``: ``child_vs_supernet``, for K of the architectures,
   the median train-step time of the fixed child network compiled for that one
   architecture (same ops, no switch, no scan) beside the supernet's on the
@@ -161,6 +163,8 @@ def main() -> None:
   parser.add_argument("--eval-method", default="map", choices=["map", "vmap", "both"])
   parser.add_argument("--depthwise", default="auto", choices=["auto", "kernel", "shift", "grouped"])
   parser.add_argument("--pointwise", default="auto", choices=["auto", "kernel", "einsum"])
+  parser.add_argument("--fusion", default="on", choices=["on", "off"],
+                      help="fused forward kernel of separable-conv halves (ops.set_fusion)")
   parser.add_argument("--child-archs", type=int, default=0,
                       help="also time the child network of this many archs (nasnet; compiles each, ~40 s)")
   args = parser.parse_args()
@@ -182,6 +186,7 @@ def main() -> None:
   jax.monitoring.register_event_duration_secs_listener(listener)
   ops.set_depthwise_impl(args.depthwise)
   ops.set_pointwise_impl(args.pointwise)
+  ops.set_fusion(args.fusion == "on")
   load_start = os.getloadavg()[0]
 
   rng = np.random.default_rng(0)
@@ -257,6 +262,7 @@ def main() -> None:
       "load_avg_end": round(os.getloadavg()[0], 2),
       "depthwise_impl": ops.depthwise_impl(),
       "pointwise_impl": ops.pointwise_impl(),
+      "fusion": ops.fusion_active(),
       "huge_pages": runtime.huge_pages_active(),
       "space": args.space,
       **({"child_vs_supernet": child_rows} if child_rows else {}),

@@ -46,6 +46,7 @@ from jax import lax
 
 from nas_jax.kernels import build as kernel_build
 from nas_jax.kernels import depthwise as kernel_depthwise
+from nas_jax.kernels import fused as kernel_fused
 from nas_jax.kernels import pointwise as kernel_pointwise
 
 Params = dict[str, Any]
@@ -107,6 +108,27 @@ def pointwise_impl() -> str:
   if _pointwise_impl == "auto":
     return "kernel" if jax.default_backend() == "cpu" and kernel_build.available() else "einsum"
   return _pointwise_impl
+
+
+_fusion = True
+
+
+def set_fusion(enabled: bool) -> None:
+  """Turns the fused forward kernel of separable-conv halves on or off (at trace time).
+
+  When on (the default) and both ``depthwise_impl()`` and ``pointwise_impl()``
+  are "kernel", ``sep_conv``, ``dil_conv`` and 1x1 ``relu_conv_bn`` compute
+  ReLU -> [depthwise ->] 1x1 -> batch-norm statistics with
+  ``nas_jax.kernels.fused``: one pass over memory instead of five in an
+  undifferentiated forward (evaluation); derivatives run the unfused kernels.
+  """
+  global _fusion
+  _fusion = bool(enabled)
+
+
+def fusion_active() -> bool:
+  """Whether ``sep_conv`` / ``dil_conv`` / 1x1 ``relu_conv_bn`` use the fused kernel now."""
+  return _fusion and depthwise_impl() == "kernel" and pointwise_impl() == "kernel"
 
 
 def _require_kernels(op: str) -> None:
@@ -184,19 +206,45 @@ def init_bn(channels: int) -> tuple[Params, Stats]:
           {"mean": jax.device_put(zeros), "var": jax.device_put(ones)})
 
 
-def batch_norm(params: Params, stats: Stats, x: jax.Array, *, train: bool) -> tuple[jax.Array, Stats]:
-  """Batch norm over N, H, W (see module docstring for the two modes)."""
+def bn_coefficients(params: Params, stats: Stats, moments: tuple[jax.Array, jax.Array] | None, count: int, *,
+                    train: bool) -> tuple[jax.Array, jax.Array, Stats]:
+  """Batch norm as a per-channel affine map: ``(scale, shift, new_stats)`` with ``bn(x) = x * scale + shift``.
+
+  Args:
+    params, stats: the layer's ``{"scale", "bias"}`` and ``{"mean", "var"}``.
+    moments: ``(mean, var)`` of the batch (``kernels.fused.batch_moments``);
+      read in train mode only (None is fine in eval mode).
+    count: the number of values per channel behind ``moments`` (N * H * W),
+      for the unbiased running variance.
+    train: batch statistics (True) or running statistics (False).
+  """
   if train:
-    mean = jnp.mean(x, axis=(0, 1, 2))
-    var = jnp.maximum(jnp.mean(jnp.square(x), axis=(0, 1, 2)) - jnp.square(mean), 0.0)
-    n = x.shape[0] * x.shape[1] * x.shape[2]
-    unbiased = var * (n / max(n - 1, 1))
+    mean, var = moments
+    unbiased = var * (count / max(count - 1, 1))
     new_stats = {"mean": (1 - BN_MOMENTUM) * stats["mean"] + BN_MOMENTUM * lax.stop_gradient(mean),
                  "var": (1 - BN_MOMENTUM) * stats["var"] + BN_MOMENTUM * lax.stop_gradient(unbiased)}
   else:
     mean, var, new_stats = stats["mean"], stats["var"], stats
   scale = params["scale"] * lax.rsqrt(var + BN_EPS)
-  return x * scale + (params["bias"] - mean * scale), new_stats
+  return scale, params["bias"] - mean * scale, new_stats
+
+
+def batch_norm(params: Params, stats: Stats, x: jax.Array, *, train: bool) -> tuple[jax.Array, Stats]:
+  """Batch norm over N, H, W (see module docstring for the two modes)."""
+  moments = kernel_fused.batch_moments(x) if train else None
+  scale, shift, new_stats = bn_coefficients(params, stats, moments, x.shape[0] * x.shape[1] * x.shape[2],
+                                            train=train)
+  return x * scale + shift, new_stats
+
+
+def _fused_half(bn_params: Params, bn_stats: Stats, x: jax.Array, affine: tuple[jax.Array, jax.Array] | None,
+                weights: tuple[jax.Array, ...], stride: int, dilation: int, train: bool):
+  """``[dw ->] pw of relu(affine(x))`` and its batch norm as ``(y, scale, shift, new_stats)``: bn(y) = y*scale+shift."""
+  a, b = affine if affine is not None else (None, None)
+  y, mean, var = kernel_fused.relu_conv_moments(x, a, b, weights, stride=stride, dilation=dilation)
+  scale, shift, new_stats = bn_coefficients(bn_params, bn_stats, (mean, var), y.shape[0] * y.shape[1] * y.shape[2],
+                                            train=train)
+  return y, scale, shift, new_stats
 
 
 # --- convolutions -------------------------------------------------------------
@@ -383,6 +431,9 @@ def init_relu_conv_bn(key: jax.Array, c_in: int, c_out: int, kernel: int = 1) ->
 def relu_conv_bn(params: Params, stats: Stats, x: jax.Array, *, train: bool, stride: int = 1,
                  relu: bool = True, conv_impl: str = "lax") -> tuple[jax.Array, Stats]:
   """ReLU (optional) -> conv -> BN; returns ``(y, new_stats)``; ``conv_impl`` as in ``conv2d``."""
+  if relu and stride == 1 and params["w"].shape[:2] == (1, 1) and fusion_active():
+    y, scale, shift, bn_s = _fused_half(params["bn"], stats["bn"], x, None, (params["w"][0, 0],), 1, 1, train)
+    return y * scale + shift, {"bn": bn_s}
   if relu:
     x = jax.nn.relu(x)
   y, bn_s = batch_norm(params["bn"], stats["bn"], conv2d(x, params["w"], stride, impl=conv_impl), train=train)
@@ -403,7 +454,18 @@ def init_sep_conv(key: jax.Array, c_in: int, c_out: int, kernel: int) -> tuple[P
 
 def sep_conv(params: Params, stats: Stats, x: jax.Array, *, train: bool, stride: int = 1,
              dilation: int = 1) -> tuple[jax.Array, Stats]:
-  """ReLU-dw(stride)-pw-BN-ReLU-dw-pw-BN; the kernel size comes from params."""
+  """ReLU-dw(stride)-pw-BN-ReLU-dw-pw-BN; the kernel size comes from params.
+
+  With ``fusion_active()``, each ReLU-dw-pw with its BN statistics is one
+  fused kernel call, and the first BN enters the second call as its input
+  affine map (same maths; see ``set_fusion``).
+  """
+  if fusion_active():
+    y, scale, shift, s1 = _fused_half(params["bn1"], stats["bn1"], x, None, (params["dw1"], params["pw1"]),
+                                      stride, 1, train)
+    y, scale, shift, s2 = _fused_half(params["bn2"], stats["bn2"], y, (scale, shift),
+                                      (params["dw2"], params["pw2"]), 1, 1, train)
+    return y * scale + shift, {"bn1": s1, "bn2": s2}
   y = depthwise_conv(jax.nn.relu(x), params["dw1"], stride)
   y, s1 = batch_norm(params["bn1"], stats["bn1"], pointwise_conv(y, params["pw1"]), train=train)
   y = depthwise_conv(jax.nn.relu(y), params["dw2"], 1)
@@ -421,7 +483,11 @@ def init_dil_conv(key: jax.Array, c_in: int, c_out: int, kernel: int) -> tuple[P
 
 def dil_conv(params: Params, stats: Stats, x: jax.Array, *, train: bool, stride: int = 1,
              dilation: int = 2) -> tuple[jax.Array, Stats]:
-  """ReLU -> dilated depthwise(stride) -> pointwise -> BN."""
+  """ReLU -> dilated depthwise(stride) -> pointwise -> BN (fused as in ``sep_conv``)."""
+  if fusion_active():
+    y, scale, shift, s = _fused_half(params["bn"], stats["bn"], x, None, (params["dw"], params["pw"]), stride,
+                                     dilation, train)
+    return y * scale + shift, {"bn": s}
   y = depthwise_conv(jax.nn.relu(x), params["dw"], stride, dilation)
   y, s = batch_norm(params["bn"], stats["bn"], pointwise_conv(y, params["pw"]), train=train)
   return y, {"bn": s}

@@ -1,4 +1,4 @@
-"""The C++ depthwise and pointwise kernels against pure JAX, to every order and under vmap."""
+"""The C++ depthwise, pointwise and fused kernels against pure JAX, to every order and under vmap."""
 import functools
 import os
 import subprocess
@@ -209,3 +209,81 @@ def test_portable_lowering_without_kernels_matches(monkeypatch):
   grad = lambda conv: jax.jit(jax.grad(_loss(conv), (0, 1)))
   _close(jax.jit(new)(x, w), jax.jit(ref)(x, w))
   _close(grad(new)(x, w), grad(ref)(x, w))
+
+
+# --- the fused forward of separable-conv halves ----------------------------------------
+from nas_jax.kernels import fused as F  # noqa: E402
+
+# (N, H, W, C, C_out, k (0: 1x1 only), stride, dilation, affine): AVX widths and
+# generic ones (12 -> 20, 5 -> 3), strides, a dilation, the 1x1 variant (with
+# and without the input affine map; sep_conv's first half, without, is in
+# test_ops_with_fusion_equal_ops_without).
+FUSED_SHAPES = [(2, 8, 8, 16, 16, 5, 2, 1, True), (2, 7, 7, 32, 32, 3, 1, 2, True),
+                (2, 6, 5, 12, 20, 3, 2, 1, True), (3, 6, 6, 80, 16, 0, 1, 1, False), (2, 5, 5, 5, 3, 0, 1, 1, True)]
+
+
+def _fused_inputs(shape):
+  n, h, w, c, co, k, _, _, affine = shape
+  keys = jax.random.split(jax.random.key(3), 5)
+  x = jax.random.normal(keys[0], (n, h, w, c))
+  a, b = (jax.random.normal(keys[1], (c,)), jax.random.normal(keys[2], (c,))) if affine else (None, None)
+  pw = jax.random.normal(keys[4], (c, co)) * 0.3
+  return x, a, b, ((jax.random.normal(keys[3], (k, k, c)), pw) if k else (pw,))
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", FUSED_SHAPES)
+def test_fused_half_matches_unfused_values_and_gradients(shape):
+  x, a, b, weights = _fused_inputs(shape)
+  stride, dilation, affine = shape[6:]
+  fused = jax.jit(lambda x, a, b, w: F.relu_conv_moments(x, a, b, w, stride=stride, dilation=dilation))
+  ca, cb = (a, b) if affine else (jnp.zeros(x.shape[-1]), jnp.zeros(x.shape[-1]))
+  ref = jax.jit(lambda x, a, b, w: F.reference(x, ca if a is None else a, cb if b is None else b, *w, stride=stride,
+                                                 dilation=dilation, affine=affine))
+  assert "nas_jax_fused" in fused.lower(x, a, b, weights).compile().as_text()
+  y, mean, var = fused(x, a, b, weights)
+  _close((y, mean, var), ref(x, a, b, weights), tol=1e-5)
+  _close((mean, var), F.batch_moments(np.asarray(y, np.float64)), tol=1e-5)
+  assert float(jnp.min(var)) >= 0
+
+  def loss(f):
+    return lambda x, w: jnp.sum(jnp.tanh(f(x, a, b, w)[0]) ** 2) + jnp.sum(f(x, a, b, w)[1] * f(x, a, b, w)[2])
+  _close(jax.grad(loss(fused), argnums=(0, 1))(x, weights), jax.grad(loss(ref), argnums=(0, 1))(x, weights))
+
+
+@needs_kernels
+def test_fused_half_vmap_and_bad_arguments():
+  shape = FUSED_SHAPES[0]
+  x, a, b, weights = _fused_inputs(shape)
+  xs = jnp.stack([x, 2 * x + 1])
+  got = jax.vmap(lambda x: F.relu_conv_moments(x, a, b, weights, stride=2))(xs)
+  for i in range(2):
+    _close([o[i] for o in got], F.relu_conv_moments(xs[i], a, b, weights, stride=2), tol=1e-5)
+  with pytest.raises(ValueError, match="stride 1"):
+    F.relu_conv_moments(x, a, b, weights[1:], stride=2)
+  with pytest.raises(ValueError, match="both a and b"):
+    F.relu_conv_moments(x, a, None, weights)
+  with pytest.raises(ValueError, match="k odd"):
+    F.relu_conv_moments(x, a, b, (jnp.ones((2, 2, 16)), weights[1]))
+
+
+@needs_kernels
+@pytest.mark.parametrize("train", [True, False])
+def test_ops_with_fusion_equal_ops_without(train, monkeypatch):
+  """sep_conv, dil_conv and 1x1 relu_conv_bn: same outputs, statistics and gradients with the fused kernel."""
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 16))
+  layers = [(ops.init_sep_conv(jax.random.key(1), 16, 16, 3), functools.partial(ops.sep_conv, stride=2)),
+            (ops.init_dil_conv(jax.random.key(2), 16, 16, 3), ops.dil_conv),
+            (ops.init_relu_conv_bn(jax.random.key(3), 16, 8, 1), ops.relu_conv_bn)]
+  for (params, stats), layer in layers:
+    def run(params):
+      y, new_stats = layer(params, stats, x, train=train)
+      return jnp.sum(jnp.tanh(y) ** 2), (y, new_stats)
+    results = {}
+    for on in (True, False):
+      monkeypatch.setattr(ops, "_fusion", on)
+      assert ops.fusion_active() == on
+      f = jax.jit(lambda p: run(p)[1])
+      assert ("nas_jax_fused" in f.lower(params).compile().as_text()) == on
+      results[on] = (f(params), jax.grad(lambda p: run(p)[0])(params))
+    _close(results[True], results[False], tol=1e-5)
