@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nas_jax import ops
 from nas_jax.networks import nasnet as N
 
 CFG = N.SupernetConfig(num_classes=3, init_channels=2, layers=3)  # normal, reduction, reduction
@@ -53,9 +54,14 @@ def test_one_compilation_serves_50_archs(supernet):
 
 
 @pytest.mark.parametrize("reduction, drop", [(False, False), (True, True)])
-def test_custom_backward_equals_autodiff(reduction, drop):
+def test_custom_backward_equals_autodiff(reduction, drop, monkeypatch):
   """The hand-written backward scan of a cell gives autodiff's gradients
   (with drop-path factors on the edges in the reduction case)."""
+  # The custom scan's forward is undifferentiated, so with fusion it runs the
+  # fused sep-conv kernel (double-precision BN moments) where autodiff runs the
+  # unfused ops: equal to float rounding, not to this test's tolerance. The
+  # fused kernel is tested against the unfused ops in test_kernels.py.
+  monkeypatch.setattr(ops, "_fusion", False)
   c = 3
   p, s = N._stacked(lambda k: N._init_edge(k, c, reduction, True),  # pylint: disable=protected-access
                     jax.random.split(jax.random.key(0), 10))
