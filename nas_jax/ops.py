@@ -119,8 +119,10 @@ def set_fusion(enabled: bool) -> None:
   When on (the default) and both ``depthwise_impl()`` and ``pointwise_impl()``
   are "kernel", ``sep_conv``, ``dil_conv`` and 1x1 ``relu_conv_bn`` compute
   ReLU -> [depthwise ->] 1x1 -> batch-norm statistics with
-  ``nas_jax.kernels.fused``: one pass over memory instead of five in an
-  undifferentiated forward (evaluation); derivatives run the unfused kernels.
+  ``nas_jax.kernels.fused``: one pass over memory instead of five wherever the
+  forward is not differentiated (evaluation, and the supernet cell scan's
+  custom-VJP forward, whose backward recomputes each edge); derivatives run the
+  unfused kernels.
   """
   global _fusion
   _fusion = bool(enabled)
