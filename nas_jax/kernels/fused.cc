@@ -17,7 +17,8 @@
 // chunks added in order: the same bits whatever the thread count).
 //
 // Forward only: nas_jax/kernels/fused.py gives it a JVP rule made of the
-// unfused primitives, so training runs them and evaluation runs this.
+// unfused primitives, so derivatives run those, and every undifferentiated
+// forward (evaluation, the supernet cell scan's custom-VJP forward) runs this.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>

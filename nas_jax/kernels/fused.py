@@ -17,9 +17,10 @@ dominates the supernet's 500-image evaluation.
 
 Derivatives: the JVP rule (``jax.custom_jvp``) differentiates the same maths
 written with the depthwise and pointwise primitives (``reference``), so
-training, ``jax.grad``, ``jax.hessian`` and HVPs run the unfused kernels and
-give the values they gave before; only undifferentiated calls (evaluation,
-inference) run the fused kernel. ``jax.vmap`` runs ``reference`` batched.
+``jax.grad``, ``jax.hessian`` and HVPs differentiate the unfused kernels;
+undifferentiated calls run the fused kernel: evaluation, inference, and the
+supernet cell scan's custom-VJP forward (whose backward recomputes each edge
+through this rule). ``jax.vmap`` runs ``reference`` batched.
 Elsewhere than CPU, or without the kernels, the primitive lowers to
 ``reference``.
 
