@@ -24,8 +24,8 @@ random 32x32x3 images. Prints and writes JSON with:
   convolutions ran (``--depthwise`` / ``--pointwise``; "auto" is the C++
   kernels of ``nas_jax/kernels`` on CPU where they are built, "shift" /
   "einsum" the pure-JAX versions); ``fusion``: whether the undifferentiated
-  forward (evaluation) ran separable-conv halves as one fused kernel
-  (``--fusion``, ``ops.set_fusion``);
+  forward ran separable-conv halves as one fused kernel, and the nasnet
+  evaluation its forward-only form (``--fusion``, ``ops.set_fusion``);
 - with ``--child-archs K``: ``child_vs_supernet``, for K of the architectures,
   the median train-step time of the fixed child network compiled for that one
   architecture (same ops, no switch, no scan) beside the supernet's on the

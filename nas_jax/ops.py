@@ -122,7 +122,8 @@ def set_fusion(enabled: bool) -> None:
   ``nas_jax.kernels.fused``: one pass over memory instead of five wherever the
   forward is not differentiated (evaluation, and the supernet cell scan's
   custom-VJP forward, whose backward recomputes each edge); derivatives run the
-  unfused kernels.
+  unfused kernels. It also selects the nasnet supernet's forward-only
+  evaluation (``networks.nasnet.make_eval_archs``, ``kernels.pick``).
   """
   global _fusion
   _fusion = bool(enabled)

@@ -237,3 +237,32 @@ def test_child_any_input_and_aux_and_drop_path():
   assert logits.shape == aux.shape == (2, 4)
   logits, aux = child.apply(variables, x, train=False)
   assert logits.shape == (2, 4) and aux is None
+
+
+def test_eval_apply_equals_supernet_apply():
+  """The forward-only evaluation path (kernels reading the states in place, cell outputs kept as
+  node lists, stem shared by the archs) computes supernet_apply's logits, in both BN modes."""
+  cfg = N.SupernetConfig(num_classes=5, init_channels=8, layers=4)  # normal, reduction, reduction, normal
+  params, stats = N.init_supernet(jax.random.key(2), cfg, (8, 8, 3))
+  stats = jax.tree.map(lambda v: v + 0.2 * jnp.abs(jax.random.normal(jax.random.key(3), v.shape)), stats)
+  x = jax.random.normal(jax.random.key(4), (6, 8, 8, 3))
+  y = jnp.arange(6, dtype=jnp.int32) % 5
+  archs = _archs(4, seed=9)
+  archs[0, :, :, 1] = archs[0, :, :, 3] = N.IDENTITY  # identities: factorized reduces on reduction inputs
+  archs[1, :, :, 1] = N.MAX
+  archs[1, :, :, 3] = N.AVG
+  # Running statistics: the logits of each arch (one compilation for all).
+  fast = jax.jit(lambda a: N.supernet_eval_apply(params, stats, a, x, config=cfg, train=False))
+  ref = jax.jit(lambda a: N.supernet_apply(params, stats, a, x, config=cfg, train=False)[0])
+  for arch in archs:
+    want = np.asarray(ref(arch))
+    np.testing.assert_allclose(np.asarray(fast(arch)), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+  assert fast._cache_size() == 1
+  # Batch statistics: eval_archs' losses (a smooth function of the logits) and accuracies.
+  got = N.make_eval_archs(cfg, fast=True)(params, stats, archs, x, y)
+  want = N.make_eval_archs(cfg, fast=False)(params, stats, archs, x, y)
+  for u, v in zip(got, want):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-5)
+  assert len(set(np.round(np.asarray(got[1]), 4))) == len(archs)
+  with pytest.raises(ValueError, match="method='map'"):
+    N.make_eval_archs(cfg, method="vmap", fast=True)

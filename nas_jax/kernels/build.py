@@ -1,6 +1,6 @@
 """Compiles the C++ CPU kernels once per machine and registers them with XLA.
 
-The kernels (``depthwise.cc``, ``pointwise.cc``, ``fused.cc``) are XLA FFI handlers. They are compiled with
+The kernels (``depthwise.cc``, ``pointwise.cc``, ``fused.cc``, ``pool.cc``) are XLA FFI handlers. They are compiled with
 the system C++ compiler against the FFI headers that ship with jaxlib
 (``jax.ffi.include_dir()``), the first time they are needed, into a cache
 directory; later processes load the cached library (a few milliseconds). The
@@ -41,12 +41,15 @@ import jax
 import jaxlib
 
 HERE = Path(__file__).parent
-SOURCES = (HERE / "depthwise.cc", HERE / "pointwise.cc", HERE / "fused.cc")
+SOURCES = (HERE / "depthwise.cc", HERE / "pointwise.cc", HERE / "fused.cc", HERE / "pool.cc")
 HEADERS = (HERE / "nas_jax_kernels_common.h", HERE / "nas_jax_kernels_matmul.h")
 # op -> ((map, FFI target name), ...); the handler symbol is the target in CamelCase.
 TARGETS_BY_OP = {op: tuple((m, f"nas_jax_{op}_{m}") for m in ("forward", "input_grad", "weight_grad"))
                  for op in ("depthwise", "pointwise")}
-TARGETS_BY_OP["fused"] = tuple((m, f"nas_jax_fused_{m}") for m in ("depthwise_pointwise", "pointwise"))
+TARGETS_BY_OP["fused"] = tuple((m, f"nas_jax_fused_{m}")
+                               for m in ("depthwise_pointwise", "pointwise", "depthwise_pointwise_pick",
+                                         "pointwise_slots"))
+TARGETS_BY_OP["pool"] = (("pick", "nas_jax_pool_pick"),)
 TARGETS = tuple((target, "".join(w.capitalize() for w in target.split("_")))
                 for maps in TARGETS_BY_OP.values() for _, target in maps)
 FLAGS = ("-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-w")

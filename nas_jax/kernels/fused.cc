@@ -11,8 +11,8 @@
 // Unfused, XLA:CPU writes and reads z, d and y, and reads y once more for the
 // batch-norm statistics: at the supernet's evaluation batch (500 x 32 x 32 x 16,
 // 33 MB per tensor, more than the L3 cache) every pass goes to DRAM. Here each
-// output row is made from k input rows transformed into a small zero-bordered
-// scratch (L1), the depthwise row and the 1x1 product stay in cache, and y is
+// output row is made from k input rows transformed (once each, kept in a small
+// ring of zero-bordered rows in L1), the depthwise row and the 1x1 product stay in cache, and y is
 // written once while its moments are summed (in double, per fixed chunk of rows,
 // chunks added in order: the same bits whatever the thread count).
 //
@@ -72,17 +72,57 @@ void TransformRow(const Geometry& g, const float* __restrict x, const float* __r
 // d[wo, :] = sum_{i, j} dw[i, j, :] * rows[i][wo * s + j * d, :] over the k
 // transformed, zero-bordered input rows (wp columns each).
 template <int kC>
-void DepthwiseRow(const Geometry& g, const float* __restrict rows, const float* __restrict dw,
-                  float* __restrict d) {
+void DepthwiseRow(const Geometry& g, const float* const* rows, const float* __restrict dw, float* __restrict d) {
   const int64_t C = kC > 0 ? kC : g.c;
 #ifdef NAS_JAX_AVX2
   if constexpr (kC > 0 && kC % 8 == 0) {
+    // Per group of 8 channels, the taps stay in registers along the row (all
+    // k * k of them for k = 3, one row of k at a time, summed in d, for k <= 7):
+    // one load per FMA instead of two. Same order of sums as the loop below.
     constexpr int kV = kC / 8;
+    const int64_t step = g.stride * kC, dil = g.dilation * kC;
+    if (g.k == 3) {
+      for (int v = 0; v < kV; ++v) {
+        __m256 w[9];
+        for (int t = 0; t < 9; ++t) w[t] = _mm256_loadu_ps(dw + t * kC + 8 * v);
+        const float* r0 = rows[0] + 8 * v;
+        const float* r1 = rows[1] + 8 * v;
+        const float* r2 = rows[2] + 8 * v;
+        for (int64_t wo = 0, o = 0; wo < g.wo; ++wo, o += step) {
+          __m256 acc = _mm256_mul_ps(w[0], _mm256_loadu_ps(r0 + o));
+          acc = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(r0 + o + dil), acc);
+          acc = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(r0 + o + 2 * dil), acc);
+          acc = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(r1 + o), acc);
+          acc = _mm256_fmadd_ps(w[4], _mm256_loadu_ps(r1 + o + dil), acc);
+          acc = _mm256_fmadd_ps(w[5], _mm256_loadu_ps(r1 + o + 2 * dil), acc);
+          acc = _mm256_fmadd_ps(w[6], _mm256_loadu_ps(r2 + o), acc);
+          acc = _mm256_fmadd_ps(w[7], _mm256_loadu_ps(r2 + o + dil), acc);
+          acc = _mm256_fmadd_ps(w[8], _mm256_loadu_ps(r2 + o + 2 * dil), acc);
+          _mm256_storeu_ps(d + wo * kC + 8 * v, acc);
+        }
+      }
+      return;
+    }
+    if (g.k <= 7) {
+      for (int v = 0; v < kV; ++v)
+        for (int64_t i = 0; i < g.k; ++i) {
+          __m256 w[7];
+          for (int64_t j = 0; j < g.k; ++j) w[j] = _mm256_loadu_ps(dw + (i * g.k + j) * kC + 8 * v);
+          const float* row = rows[i] + 8 * v;
+          for (int64_t wo = 0, o = 0; wo < g.wo; ++wo, o += step) {
+            float* out = d + wo * kC + 8 * v;
+            __m256 acc = i == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(out);
+            for (int64_t j = 0; j < g.k; ++j) acc = _mm256_fmadd_ps(w[j], _mm256_loadu_ps(row + o + j * dil), acc);
+            _mm256_storeu_ps(out, acc);
+          }
+        }
+      return;
+    }
     for (int64_t wo = 0; wo < g.wo; ++wo) {
       __m256 acc[kV];
       for (int v = 0; v < kV; ++v) acc[v] = _mm256_setzero_ps();
       for (int64_t i = 0; i < g.k; ++i) {
-        const float* row = rows + (i * g.wp + wo * g.stride) * kC;
+        const float* row = rows[i] + wo * g.stride * kC;
         const float* wt = dw + i * g.k * kC;
         for (int64_t j = 0; j < g.k; ++j)
           for (int v = 0; v < kV; ++v)
@@ -98,7 +138,7 @@ void DepthwiseRow(const Geometry& g, const float* __restrict rows, const float* 
   for (int64_t wo = 0; wo < g.wo; ++wo) {
     std::fill(a.begin(), a.end(), 0.0f);
     for (int64_t i = 0; i < g.k; ++i) {
-      const float* row = rows + i * g.wp * C;
+      const float* row = rows[i];
       for (int64_t j = 0; j < g.k; ++j) {
         const float* xp = row + (wo * g.stride + j * g.dilation) * C;
         const float* wt = dw + (i * g.k + j) * C;
@@ -151,7 +191,7 @@ void RowMoments(const Geometry& g, const float* __restrict y, double* __restrict
 
 struct RowFns {
   void (*transform)(const Geometry&, const float*, const float*, const float*, float*);
-  void (*depthwise)(const Geometry&, const float*, const float*, float*);
+  void (*depthwise)(const Geometry&, const float* const*, const float*, float*);
   void (*moments)(const Geometry&, const float*, double*, double*);
   void (*matmul)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t);
 };
@@ -169,42 +209,74 @@ RowFns PickRowFns(const Geometry& g) {
   return f;
 }
 
-// Output rows [r0, r1) (row r = sample r / ho, output row r % ho).
+// Output rows [r0, r1) (row r = sample r / ho, output row r % ho). The
+// transformed input rows are kept in a ring of `span + stride` zero-bordered
+// rows (span = dilation * (k - 1) + 1), slot = input row mod ring size: one
+// output row's k input rows and the next one's are all distinct there, so
+// consecutive output rows of a sample transform each input row once.
 void Rows(const Geometry& g, const RowFns& f, const float* x, const float* a, const float* b, const float* dw,
           const float* pw, float* y, int64_t r0, int64_t r1, double* sum, double* sumsq) {
   const int64_t C = g.c;
-  const int64_t taps = std::max<int64_t>(g.k, 1);
-  std::vector<float> rows(taps * g.wp * C, 0.0f);  // borders stay zero: the padding of relu(.)
-  std::vector<float> d(g.k > 0 ? g.wo * C : 0);
+  if (g.k == 0) {
+    std::vector<float> row(g.w * C);
+    for (int64_t r = r0; r < r1; ++r) {
+      float* yr = y + r * g.wo * g.cout;
+      f.transform(g, x + r * g.w * C, a, b, row.data());  // 1x1: output row r reads input row r
+      f.matmul(row.data(), pw, yr, 0, g.wo, C, g.cout);
+      f.moments(g, yr, sum, sumsq);
+    }
+    return;
+  }
+  const int64_t ring = g.dilation * (g.k - 1) + 1 + g.stride;
+  std::vector<float> rows(ring * g.wp * C, 0.0f);  // borders stay zero: the padding of relu(.)
+  std::vector<float> zero_row(g.wp * C, 0.0f);
+  std::vector<int64_t> tag(ring, -1);  // sample * h + input row held by each slot
+  std::vector<const float*> taps(g.k);
+  std::vector<float> d(g.wo * C);
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / g.ho, ho = r % g.ho;
     float* yr = y + r * g.wo * g.cout;
     const float* sample = x + n * g.h * g.w * C;
-    if (g.k == 0) {
-      f.transform(g, sample + ho * g.w * C, a, b, rows.data());
-      f.matmul(rows.data(), pw, yr, 0, g.wo, C, g.cout);
-    } else {
-      for (int64_t i = 0; i < g.k; ++i) {
-        float* dst = rows.data() + (i * g.wp + g.pad) * C;
-        const int64_t hi = ho * g.stride + i * g.dilation - g.pad;
-        if (hi < 0 || hi >= g.h) {
-          std::memset(dst, 0, sizeof(float) * g.w * C);
-        } else {
-          f.transform(g, sample + hi * g.w * C, a, b, dst);
-        }
+    for (int64_t i = 0; i < g.k; ++i) {
+      const int64_t hi = ho * g.stride + i * g.dilation - g.pad;
+      if (hi < 0 || hi >= g.h) {
+        taps[i] = zero_row.data();
+        continue;
       }
-      f.depthwise(g, rows.data(), dw, d.data());
-      f.matmul(d.data(), pw, yr, 0, g.wo, C, g.cout);
+      const int64_t slot = hi % ring;
+      float* dst = rows.data() + slot * g.wp * C;
+      if (tag[slot] != n * g.h + hi) {
+        f.transform(g, sample + hi * g.w * C, a, b, dst + g.pad * C);
+        tag[slot] = n * g.h + hi;
+      }
+      taps[i] = dst;
     }
+    f.depthwise(g, taps.data(), dw, d.data());
+    f.matmul(d.data(), pw, yr, 0, g.wo, C, g.cout);
     f.moments(g, yr, sum, sumsq);
   }
 }
 
-ffi::Error Run(ffi::ThreadPool& pool, const ffi::Buffer<ffi::F32>& x, const ffi::Buffer<ffi::F32>& a,
+// mean[o], var[o] from the per-chunk double sums (chunks added in order).
+void WriteMoments(const std::vector<double>& sums, const std::vector<double>& sumsqs, int64_t chunks, int64_t cout,
+                  double count, float* ms, float* vs) {
+  for (int64_t o = 0; o < cout; ++o) {
+    double s = 0.0, q = 0.0;
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      s += sums[ch * cout + o];
+      q += sumsqs[ch * cout + o];
+    }
+    const double m = count > 0 ? s / count : 0.0;
+    ms[o] = static_cast<float>(m);
+    vs[o] = static_cast<float>(count > 0 ? std::max(q / count - m * m, 0.0) : 0.0);
+  }
+}
+
+// x: [N, H, W, C] at xs (xd its dimensions).
+ffi::Error Run(ffi::ThreadPool& pool, const float* xs, ffi::Span<const int64_t> xd, const ffi::Buffer<ffi::F32>& a,
                const ffi::Buffer<ffi::F32>& b, const float* dw, int64_t k, const ffi::Buffer<ffi::F32>& pw,
                ffi::ResultBuffer<ffi::F32>& y, ffi::ResultBuffer<ffi::F32>& mean, ffi::ResultBuffer<ffi::F32>& var,
                int64_t stride, int64_t dilation, int64_t affine) {
-  auto xd = x.dimensions();
   auto yd = y->dimensions();
   auto pd = pw.dimensions();
   if (xd.size() != 4 || yd.size() != 4 || pd.size() != 2 || pd[0] != xd[3] || yd[3] != pd[1])
@@ -230,7 +302,6 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::Buffer<ffi::F32>& x, const ffi:
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kMaxChunks, total));
   std::vector<double> sums(chunks * g.cout, 0.0), sumsqs(chunks * g.cout, 0.0);
   const RowFns f = PickRowFns(g);
-  const float* xs = x.typed_data();
   const float* as = a.typed_data();
   const float* bs = b.typed_data();
   const float* ps = pw.typed_data();
@@ -239,20 +310,18 @@ ffi::Error Run(ffi::ThreadPool& pool, const ffi::Buffer<ffi::F32>& x, const ffi:
     Rows(g, f, xs, as, bs, dw, ps, ys, ch * total / chunks, (ch + 1) * total / chunks, sums.data() + ch * g.cout,
          sumsqs.data() + ch * g.cout);
   });
-  const double count = static_cast<double>(total * g.wo);
-  float* ms = mean->typed_data();
-  float* vs = var->typed_data();
-  for (int64_t o = 0; o < g.cout; ++o) {
-    double s = 0.0, q = 0.0;
-    for (int64_t ch = 0; ch < chunks; ++ch) {
-      s += sums[ch * g.cout + o];
-      q += sumsqs[ch * g.cout + o];
-    }
-    const double m = count > 0 ? s / count : 0.0;
-    ms[o] = static_cast<float>(m);
-    vs[o] = static_cast<float>(count > 0 ? std::max(q / count - m * m, 0.0) : 0.0);
-  }
+  WriteMoments(sums, sumsqs, chunks, g.cout, static_cast<double>(total * g.wo), mean->typed_data(),
+               var->typed_data());
   return ffi::Error::Success();
+}
+
+// The buffer args[idx] (idx: a 1-element int32 buffer), checked.
+ffi::ErrorOr<ffi::Buffer<ffi::F32>> Pick(const ffi::Buffer<ffi::S32>& idx, const ffi::RemainingArgs& args) {
+  if (idx.element_count() != 1) return ffi::Unexpected(ffi::Error::InvalidArgument("pick: idx must be a scalar"));
+  const int64_t i = idx.typed_data()[0];
+  if (i < 0 || i >= static_cast<int64_t>(args.size()))
+    return ffi::Unexpected(ffi::Error::InvalidArgument("pick: idx out of range of the candidate inputs"));
+  return args.get<ffi::Buffer<ffi::F32>>(i);
 }
 
 // relu(x * a + b) -> depthwise(dw) -> @ pw, with moments.
@@ -263,14 +332,132 @@ ffi::Error DepthwisePointwise(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
   auto wd = dw.dimensions();
   if (wd.size() != 3 || wd[0] != wd[1] || wd[2] != x.dimensions()[3])
     return ffi::Error::InvalidArgument("fused: dw must be [k, k, C]");
-  return Run(pool, x, a, b, dw.typed_data(), wd[0], pw, y, mean, var, stride, dilation, affine);
+  return Run(pool, x.typed_data(), x.dimensions(), a, b, dw.typed_data(), wd[0], pw, y, mean, var, stride,
+             dilation, affine);
 }
 
 // relu(x * a + b) -> @ pw, with moments.
 ffi::Error Pointwise(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> a,
                      ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> pw, ffi::ResultBuffer<ffi::F32> y,
                      ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var, int64_t affine) {
-  return Run(pool, x, a, b, nullptr, 0, pw, y, mean, var, 1, 1, affine);
+  return Run(pool, x.typed_data(), x.dimensions(), a, b, nullptr, 0, pw, y, mean, var, 1, 1, affine);
+}
+
+// The same as DepthwisePointwise on x = candidates[idx]: an edge of the
+// supernet reads its input from the cell's states without a copy.
+ffi::Error DepthwisePointwisePick(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> idx, ffi::Buffer<ffi::F32> a,
+                                  ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> dw, ffi::Buffer<ffi::F32> pw,
+                                  ffi::RemainingArgs candidates, ffi::ResultBuffer<ffi::F32> y,
+                                  ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var, int64_t stride,
+                                  int64_t dilation, int64_t affine) {
+  auto x = Pick(idx, candidates);
+  if (x.has_error()) return x.error();
+  auto wd = dw.dimensions();
+  if (wd.size() != 3 || wd[0] != wd[1] || x->dimensions().size() != 4 || wd[2] != x->dimensions()[3])
+    return ffi::Error::InvalidArgument("fused pick: dw must be [k, k, C]");
+  return Run(pool, x->typed_data(), x->dimensions(), a, b, dw.typed_data(), wd[0], pw, y, mean, var, stride,
+             dilation, affine);
+}
+
+// packed[col * ld, :C] = relu(src[col * stride + offset, :C]) for the wo columns
+// of an output row (zero where col * stride + offset >= w).
+template <int kC>
+void ReluPack(const float* __restrict src, int64_t c_rt, int64_t wo, int64_t w, int64_t stride, int64_t offset,
+              float* __restrict packed, int64_t ld) {
+  const int64_t C = kC > 0 ? kC : c_rt;
+  for (int64_t col = 0; col < wo; ++col) {
+    const int64_t wi = col * stride + offset;
+    float* out = packed + col * ld;
+    if (wi >= w) {
+      std::memset(out, 0, sizeof(float) * C);
+      continue;
+    }
+    const float* in = src + wi * C;
+#ifdef NAS_JAX_AVX2
+    if (C % 8 == 0) {
+      const __m256 zero = _mm256_setzero_ps();
+      for (int64_t c = 0; c < C; c += 8) _mm256_storeu_ps(out + c, _mm256_max_ps(_mm256_loadu_ps(in + c), zero));
+      continue;
+    }
+#endif
+    for (int64_t c = 0; c < C; ++c) out[c] = in[c] < 0.0f ? 0.0f : in[c];
+  }
+}
+
+// y = sum over slots s with mask[s] != 0 of relu(slot_s) @ (mask[s] * pw[s*C:(s+1)*C]), with moments:
+// a 1x1 conv of relu(concat_s(mask[s] * slot_s)) (mask >= 0) that never builds the concatenation and
+// skips the zero slots (the supernet cell output's unused nodes). With stride / offset, it reads pixel
+// (stride * i + offset, stride * j + offset), zero past the border: one half of a factorized reduce.
+ffi::Error PointwiseSlots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> pw,
+                          ffi::RemainingArgs slots, ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> mean,
+                          ffi::ResultBuffer<ffi::F32> var, int64_t stride, int64_t offset) {
+  const int64_t n_slots = static_cast<int64_t>(slots.size());
+  auto yd = y->dimensions();
+  auto pd = pw.dimensions();
+  if (n_slots < 1 || mask.element_count() != n_slots || yd.size() != 4 || pd.size() != 2 || pd[1] != yd[3])
+    return ffi::Error::InvalidArgument("fused slots: need mask [S], pw [S*C, Cout], S slots, y [N, Ho, Wo, Cout]");
+  if (stride < 1 || offset < 0 || offset >= stride)
+    return ffi::Error::InvalidArgument("fused slots: need stride >= 1 and 0 <= offset < stride");
+  std::vector<const float*> active;
+  std::vector<int64_t> active_ids;
+  int64_t c = 0, h = 0, w = 0;
+  for (int64_t s = 0; s < n_slots; ++s) {
+    auto buf = slots.get<ffi::Buffer<ffi::F32>>(s);
+    if (buf.has_error()) return buf.error();
+    auto d = buf->dimensions();
+    if (d.size() != 4 || d[0] != yd[0] || (s > 0 && (d[1] != h || d[2] != w || d[3] != c)))
+      return ffi::Error::InvalidArgument("fused slots: every slot must be [N, H, W, C], N as in y");
+    h = d[1]; w = d[2]; c = d[3];
+    if (mask.typed_data()[s] != 0.0f) {
+      active.push_back(buf->typed_data());
+      active_ids.push_back(s);
+    }
+  }
+  if (pd[0] != n_slots * c) return ffi::Error::InvalidArgument("fused slots: pw must have S * C rows");
+  if (yd[1] != (h - 1) / stride + 1 || yd[2] != (w - 1) / stride + 1)
+    return ffi::Error::InvalidArgument("fused slots: y must be [N, ceil(H / stride), ceil(W / stride), Cout]");
+  Geometry g;  // of the output rows (the transform and the moments read g.w = g.wo columns)
+  g.n = yd[0]; g.h = g.ho = yd[1]; g.w = g.wo = yd[2]; g.c = c; g.cout = pd[1];
+  g.k = 0; g.stride = g.dilation = 1; g.pad = 0; g.wp = g.w; g.affine = false;
+  const int64_t na = static_cast<int64_t>(active.size());
+  const int64_t kk = na * c;  // the active rows of pw, scaled by their mask
+  std::vector<float> wa(std::max<int64_t>(kk, 1) * g.cout);
+  for (int64_t j = 0; j < na; ++j) {
+    const float m = mask.typed_data()[active_ids[j]];
+    const float* src = pw.typed_data() + active_ids[j] * c * g.cout;
+    for (int64_t e = 0; e < c * g.cout; ++e) wa[j * c * g.cout + e] = m * src[e];
+  }
+  RowFns f;
+  void (*pack)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*, int64_t) = nullptr;
+  nas_jax::DispatchWidth(c, [&]<int kC>() { pack = &ReluPack<kC>; });
+  nas_jax::DispatchWidth(g.cout, [&]<int kN>() {
+    f.moments = &RowMoments<kN>;
+    f.matmul = &nas_jax::MatmulRows<kN>;
+  });
+  const int64_t total = g.n * g.ho;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kMaxChunks, total));
+  std::vector<double> sums(chunks * g.cout, 0.0), sumsqs(chunks * g.cout, 0.0);
+  float* ys = y->typed_data();
+  ParallelFor(pool, chunks, [&](int64_t ch) {
+    std::vector<float> packed(std::max<int64_t>(g.w * kk, 1));
+    double* sum = sums.data() + ch * g.cout;
+    double* sumsq = sumsqs.data() + ch * g.cout;
+    for (int64_t r = ch * total / chunks; r < (ch + 1) * total / chunks; ++r) {
+      float* yr = ys + r * g.w * g.cout;
+      const int64_t n = r / g.ho, hi = (r % g.ho) * stride + offset;
+      if (na == 0 || hi >= h) {  // relu(0) @ w = 0
+        std::memset(yr, 0, sizeof(float) * g.w * g.cout);
+      } else {
+        for (int64_t j = 0; j < na; ++j)  // packed[col, j*C:(j+1)*C] = relu(slot_j[n, hi, col', :])
+          pack(active[j] + (n * h + hi) * w * c, c, g.w, w, stride, offset, packed.data() + j * c, kk);
+        f.matmul(packed.data(), wa.data(), yr, 0, g.w, kk, g.cout);
+      }
+      f.moments(g, yr, sum, sumsq);
+    }
+  });
+  WriteMoments(sums, sumsqs, chunks, g.cout, static_cast<double>(total * g.w), mean->typed_data(),
+               var->typed_data());
+  return ffi::Error::Success();
 }
 
 }  // namespace
@@ -301,3 +488,31 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxFusedPointwise, Pointwise,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("affine"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxFusedDepthwisePointwisePick, DepthwisePointwisePick,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .RemainingArgs()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("dilation")
+                                  .Attr<int64_t>("affine"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxFusedPointwiseSlots, PointwiseSlots,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .RemainingArgs()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("offset"));

@@ -1,0 +1,276 @@
+"""Forward kernels that read their input from a cell's states in place.
+
+A weight-sharing supernet picks each edge's input among the states of the
+cell with a traced index, and each cell's output is the concatenation of its
+nodes masked by their loose-end flags. Written in XLA, the pick is a dynamic
+slice and the output a concatenation: full copies of 33 MB tensors at the
+supernet's 500-image evaluation batch. These primitives take the candidate
+states as separate operands and read the chosen one, or the unmasked slots,
+directly:
+
+- ``relu_conv_moments_pick(idx, candidates, a, b, weights)``: the fused
+  separable-conv half of ``kernels.fused.relu_conv_moments`` on
+  ``candidates[idx]``;
+- ``relu_pointwise_slots(mask, pw, slots)``: ``relu(concat_s(mask[s] *
+  slots[s])) @ pw`` with its batch moments, skipping slots whose mask is 0
+  (``mask >= 0``), optionally on a stride-2 grid (a factorized reduce);
+- ``pool_pick(idx, candidates, kind)``: 3x3 average (``count_include_pad=
+  False``) or max pooling with 'same' padding, or a copy, of
+  ``candidates[idx]``.
+
+On CPU with the kernels built they run ``fused.cc`` / ``pool.cc``; elsewhere
+they lower to ``reference_*`` (XLA ops), which also gives their derivatives
+(a JVP rule that differentiates the reference) and their ``vmap``.
+
+Example:
+    >>> y, mean, var = pick.relu_conv_moments_pick(idx, (x0, x1, n0), None, None, (dw, pw))
+    >>> y, mean, var = pick.relu_pointwise_slots(mask, pw, nodes)   # nodes: B arrays [N, H, W, C]
+    >>> y = pick.pool_pick(idx, (x0, x1), "max", stride=2)
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import batching, mlir
+
+from nas_jax.kernels import build, depthwise, fused
+
+POOL_KINDS = {"avg": 0, "max": 1, "copy": 2}
+_FUSED = dict(build.TARGETS_BY_OP["fused"])
+_POOL = dict(build.TARGETS_BY_OP["pool"])
+
+
+def _select(idx, candidates):
+  return lax.select_n(jnp.clip(idx, 0, len(candidates) - 1), *candidates)
+
+
+def reference_conv_pick(idx, a, b, dw, pw, *candidates, stride, dilation, affine):
+  """The maths of ``relu_conv_moments_pick`` in XLA ops."""
+  return fused.reference(_select(idx, candidates), a, b, dw, pw, stride=stride, dilation=dilation, affine=affine)
+
+
+def reference_slots(mask, pw, *slots, stride=1, offset=0):
+  """The maths of ``relu_pointwise_slots`` in XLA ops."""
+  x = jnp.concatenate([s * m for s, m in zip(slots, mask)], axis=-1)
+  if (stride, offset) != (1, 0):
+    _, ho, wo, _ = _pool_out(x.shape, stride)
+    xp = jnp.pad(x, ((0, 0), (0, stride), (0, stride), (0, 0)))
+    x = xp[:, offset:offset + stride * ho:stride, offset:offset + stride * wo:stride, :]
+  return fused.reference(x, None, None, pw, stride=1, dilation=1, affine=False)
+
+
+def reference_pool(idx, *candidates, kind, stride, kernel):
+  """The maths of ``pool_pick`` in XLA ops."""
+  from nas_jax import ops  # pylint: disable=import-outside-toplevel  (ops imports the kernels)
+  x = _select(idx, candidates)
+  if kind == POOL_KINDS["copy"]:
+    return x
+  return (ops.avg_pool if kind == POOL_KINDS["avg"] else ops.max_pool)(x, stride, kernel)
+
+
+def _pool_out(shape, stride):
+  n, h, w, c = shape
+  return (n, (h - 1) // stride + 1, (w - 1) // stride + 1, c)
+
+
+# --- primitives ----------------------------------------------------------------------------
+conv_pick_p = Primitive("nas_jax_relu_conv_moments_pick")  # (idx, a, b, dw, pw, *cands) -> (y, mean, var)
+conv_pick_p.multiple_results = True
+slots_p = Primitive("nas_jax_relu_pointwise_slots")  # (mask, pw, *slots) -> (y, mean, var)
+slots_p.multiple_results = True
+pool_pick_p = Primitive("nas_jax_pool_pick")  # (idx, *cands) -> y
+
+
+def _moments_avals(shape, dtype):
+  m = jax.core.ShapedArray((shape[-1],), dtype)
+  return jax.core.ShapedArray(shape, dtype), m, m
+
+
+def _conv_pick_abstract(idx, a, b, dw, pw, *cands, stride, dilation, affine):
+  del idx, a, b, affine
+  n, h, w, _ = cands[0].shape
+  k = dw.shape[0]
+  ho, wo = depthwise.out_size(h, k, stride, dilation), depthwise.out_size(w, k, stride, dilation)
+  return _moments_avals((n, ho, wo, pw.shape[1]), cands[0].dtype)
+
+
+def _slots_abstract(mask, pw, *slots, stride, offset):
+  del mask, offset
+  return _moments_avals(_pool_out(slots[0].shape, stride)[:3] + (pw.shape[1],), slots[0].dtype)
+
+
+def _pool_abstract(idx, *cands, kind, stride, kernel):
+  del idx, kind, kernel
+  return jax.core.ShapedArray(_pool_out(cands[0].shape, stride), cands[0].dtype)
+
+
+def _shape_structs(avals):
+  return tuple(jax.ShapeDtypeStruct(v.shape, v.dtype) for v in avals)
+
+
+def _conv_pick_ffi(idx, a, b, dw, pw, *cands, stride, dilation, affine):
+  out = _shape_structs(_conv_pick_abstract(idx, a, b, dw, pw, *cands, stride=stride, dilation=dilation,
+                                           affine=affine))
+  return jax.ffi.ffi_call(_FUSED["depthwise_pointwise_pick"], out)(
+      idx, a, b, dw, pw, *cands, stride=np.int64(stride), dilation=np.int64(dilation), affine=np.int64(affine))
+
+
+def _slots_ffi(mask, pw, *slots, stride, offset):
+  out = _shape_structs(_slots_abstract(mask, pw, *slots, stride=stride, offset=offset))
+  return jax.ffi.ffi_call(_FUSED["pointwise_slots"], out)(mask, pw, *slots, stride=np.int64(stride),
+                                                          offset=np.int64(offset))
+
+
+def _pool_ffi(idx, *cands, kind, stride, kernel):
+  out = jax.ShapeDtypeStruct(_pool_out(cands[0].shape, stride), cands[0].dtype)
+  return jax.ffi.ffi_call(_POOL["pick"], out)(idx, *cands, kind=np.int64(kind), stride=np.int64(stride),
+                                              kernel=np.int64(kernel))
+
+
+def _define(prim, abstract_fn, ffi_fn, reference_fn, multiple_results):
+  prim.def_abstract_eval(abstract_fn)
+  prim.def_impl(lambda *args, **params: jax.jit(functools.partial(prim.bind, **params))(*args))
+  portable = mlir.lower_fun(reference_fn, multiple_results=multiple_results)
+  kernel = mlir.lower_fun(ffi_fn, multiple_results=multiple_results)
+  mlir.register_lowering(prim, portable)
+  mlir.register_lowering(
+      prim, lambda ctx, *args, **params: (kernel if build.available() else portable)(ctx, *args, **params),
+      platform="cpu")
+
+  def batched(args, dims, **params):
+    out = jax.vmap(functools.partial(reference_fn, **params), in_axes=tuple(dims))(*args)
+    return out, ((0,) * len(out) if multiple_results else 0)
+
+  batching.primitive_batchers[prim] = batched
+
+
+_define(conv_pick_p, _conv_pick_abstract, _conv_pick_ffi, reference_conv_pick, True)
+_define(slots_p, _slots_abstract, _slots_ffi, reference_slots, True)
+_define(pool_pick_p, _pool_abstract, _pool_ffi, reference_pool, False)
+
+
+def _with_reference_jvp(prim, reference_fn, static: tuple[str, ...]):
+  """``f(*args, **static_params)`` binding ``prim``, differentiated through ``reference_fn``."""
+
+  @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+  def call(params, *args):
+    return prim.bind(*args, **dict(params))
+
+  @call.defjvp
+  def _jvp(params, primals, tangents):
+    # Integer operands (the index) have float0 tangents; close over them.
+    int_pos = [i for i, p in enumerate(primals) if not jnp.issubdtype(jnp.result_type(p), jnp.floating)]
+
+    def f(*float_args):
+      full, it = list(primals), iter(float_args)
+      for i in range(len(full)):
+        if i not in int_pos:
+          full[i] = next(it)
+      return reference_fn(*full, **dict(params))
+
+    keep = [i for i in range(len(primals)) if i not in int_pos]
+    return jax.jvp(f, [primals[i] for i in keep], [tangents[i] for i in keep])
+
+  def bind(*args, **params):
+    assert set(params) == set(static)
+    return call(tuple(sorted(params.items())), *args)
+
+  return bind
+
+
+_conv_pick = _with_reference_jvp(conv_pick_p, reference_conv_pick, ("stride", "dilation", "affine"))
+_slots = _with_reference_jvp(slots_p, reference_slots, ("stride", "offset"))
+_pool = _with_reference_jvp(pool_pick_p, reference_pool, ("kind", "stride", "kernel"))
+
+
+def _check_candidates(name, candidates):
+  candidates = tuple(candidates)
+  if not candidates or any(c.ndim != 4 or c.shape != candidates[0].shape for c in candidates):
+    raise ValueError(f"{name}: candidates must be one or more arrays [N, H, W, C] of one shape, got "
+                     f"{[getattr(c, 'shape', None) for c in candidates]}")
+  return candidates
+
+
+def relu_conv_moments_pick(idx: jax.Array, candidates, a: jax.Array | None, b: jax.Array | None,
+                           weights: tuple[jax.Array, jax.Array], *, stride: int = 1,
+                           dilation: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``kernels.fused.relu_conv_moments(candidates[idx], a, b, weights)`` without copying the input.
+
+  Args:
+    idx: int32 scalar (may be traced), in ``[0, len(candidates))``.
+    candidates: arrays ``[N, H, W, C]`` of one shape.
+    a, b: ``[C]`` affine map before the ReLU, or both None.
+    weights: ``(dw [k, k, C], pw [C, C_out])``.
+    stride, dilation: of the depthwise convolution.
+
+  Returns:
+    ``(y [N, Ho, Wo, C_out], mean [C_out], var [C_out])``.
+  """
+  candidates = _check_candidates("relu_conv_moments_pick", candidates)
+  c = candidates[0].shape[-1]
+  if len(weights) != 2 or weights[0].shape[-1] != c or weights[1].shape[0] != c:
+    raise ValueError(f"relu_conv_moments_pick needs weights (dw [k, k, {c}], pw [{c}, C_out]), got "
+                     f"{[w.shape for w in weights]}")
+  if (a is None) != (b is None):
+    raise ValueError("relu_conv_moments_pick: give both a and b, or neither")
+  affine = a is not None
+  if not affine:
+    a = b = jnp.zeros((c,), candidates[0].dtype)  # not read
+  return tuple(_conv_pick(jnp.asarray(idx, jnp.int32), a, b, *weights, *candidates, stride=int(stride),
+                          dilation=int(dilation), affine=affine))
+
+
+def relu_pointwise_slots(mask: jax.Array, pw: jax.Array, slots, *, stride: int = 1,
+                         offset: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``relu(concat_s(mask[s] * slots[s])) @ pw`` and its batch moments, skipping zero-mask slots.
+
+  With ``stride`` > 1 it reads the pixels ``(stride * i + offset, stride * j
+  + offset)`` (zero past the bottom / right border): ``stride=2, offset=0``
+  and ``offset=1`` are the two halves of a factorized reduce.
+
+  Args:
+    mask: ``float32[S]``, non-negative (the supernet's loose-end flags, or a
+      one-hot choice among candidates).
+    pw: ``[S * C, C_out]``.
+    slots: S arrays ``[N, H, W, C]``.
+    stride, offset: the subsampling, ``0 <= offset < stride``.
+
+  Returns:
+    ``(y [N, ceil(H / stride), ceil(W / stride), C_out], mean [C_out], var [C_out])``.
+  """
+  slots = _check_candidates("relu_pointwise_slots", slots)
+  if mask.shape != (len(slots),) or pw.ndim != 2 or pw.shape[0] != len(slots) * slots[0].shape[-1]:
+    raise ValueError(f"relu_pointwise_slots needs mask [{len(slots)}] and pw [{len(slots)} * C, C_out]; got "
+                     f"mask {mask.shape}, pw {pw.shape}, slots of {slots[0].shape}")
+  if stride < 1 or not 0 <= offset < stride:
+    raise ValueError(f"relu_pointwise_slots needs stride >= 1 and 0 <= offset < stride, got {stride}, {offset}")
+  return tuple(_slots(jnp.asarray(mask, slots[0].dtype), pw, *slots, stride=int(stride), offset=int(offset)))
+
+
+def pool_pick(idx: jax.Array, candidates, kind: str, *, stride: int = 1, kernel: int = 3) -> jax.Array:
+  """``avg_pool`` / ``max_pool`` (or a copy) of ``candidates[idx]`` without copying the input first.
+
+  Args:
+    idx: int32 scalar (may be traced).
+    candidates: arrays ``[N, H, W, C]`` of one shape.
+    kind: "avg" (padded cells not counted), "max" or "copy" (stride 1).
+    stride: 1 or more; the output is ``ceil(H / stride) x ceil(W / stride)``.
+    kernel: odd window size (1 for "copy").
+
+  Returns:
+    ``[N, Ho, Wo, C]``.
+  """
+  candidates = _check_candidates("pool_pick", candidates)
+  if kind not in POOL_KINDS:
+    raise ValueError(f"pool_pick kind must be one of {sorted(POOL_KINDS)}, got {kind!r}")
+  if kind == "copy":
+    stride, kernel = 1, 1
+  if kernel % 2 == 0 or stride < 1:
+    raise ValueError(f"pool_pick needs an odd kernel and stride >= 1, got kernel {kernel}, stride {stride}")
+  return _pool(jnp.asarray(idx, jnp.int32), *candidates, kind=POOL_KINDS[kind], stride=int(stride),
+               kernel=int(kernel))
