@@ -290,7 +290,7 @@ def test_ops_with_fusion_equal_ops_without(train, monkeypatch):
 
 
 # --- kernels that read a cell's states in place (kernels/pick.py) ------------------------
-from nas_jax.kernels import pick as P  # noqa: E402
+from nas_jax.kernels import pick as PK  # noqa: E402
 
 
 def _candidates(n, shape, seed):
@@ -306,18 +306,18 @@ def test_conv_pick_matches_reference(shape, k, stride, dilation):
   keys = jax.random.split(jax.random.key(6), 4)
   dw, pw = jax.random.normal(keys[0], (k, k, c)), jax.random.normal(keys[1], (c, 2 * c)) * 0.3
   a, b = jax.random.normal(keys[2], (c,)), jax.random.normal(keys[3], (c,))
-  f = jax.jit(lambda i, cs, a, b: P.relu_conv_moments_pick(i, cs, a, b, (dw, pw), stride=stride, dilation=dilation))
+  f = jax.jit(lambda i, cs, a, b: PK.relu_conv_moments_pick(i, cs, a, b, (dw, pw), stride=stride, dilation=dilation))
   assert "nas_jax_fused_depthwise_pointwise_pick" in f.lower(0, cands, a, b).compile().as_text()
   for i in range(3):
     for aff in ((a, b), (None, None)):
-      want = P.reference_conv_pick(i, *(aff if aff[0] is not None else (a, b)), dw, pw, *cands, stride=stride,
+      want = PK.reference_conv_pick(i, *(aff if aff[0] is not None else (a, b)), dw, pw, *cands, stride=stride,
                                    dilation=dilation, affine=aff[0] is not None)
       _close(f(i, cands, *aff), want, tol=1e-5)
   # Derivatives differentiate the reference maths.
   loss = lambda fn: lambda x1, a: jnp.sum(jnp.sin(fn(x1, a)[0]))
-  got = loss(lambda x1, a: P.relu_conv_moments_pick(1, (cands[0], x1), a, b, (dw, pw), stride=stride,
+  got = loss(lambda x1, a: PK.relu_conv_moments_pick(1, (cands[0], x1), a, b, (dw, pw), stride=stride,
                                                     dilation=dilation))
-  ref = loss(lambda x1, a: P.reference_conv_pick(1, a, b, dw, pw, cands[0], x1, stride=stride, dilation=dilation,
+  ref = loss(lambda x1, a: PK.reference_conv_pick(1, a, b, dw, pw, cands[0], x1, stride=stride, dilation=dilation,
                                                  affine=True))
   _close(jax.grad(got, argnums=(0, 1))(cands[1], a), jax.grad(ref, argnums=(0, 1))(cands[1], a), tol=1e-4)
 
@@ -328,13 +328,13 @@ def test_pool_pick_matches_reference(shape):
   cands = _candidates(3, shape, 7)
   for kind in ("avg", "max", "copy"):
     for stride in ((1,) if kind == "copy" else (1, 2)):
-      f = jax.jit(lambda i, cs: P.pool_pick(i, cs, kind, stride=stride))
+      f = jax.jit(lambda i, cs: PK.pool_pick(i, cs, kind, stride=stride))
       assert "nas_jax_pool_pick" in f.lower(0, cands).compile().as_text()
       for i in range(3):
-        want = P.reference_pool(i, *cands, kind=P.POOL_KINDS[kind], stride=stride, kernel=1 if kind == "copy" else 3)
+        want = PK.reference_pool(i, *cands, kind=PK.POOL_KINDS[kind], stride=stride, kernel=1 if kind == "copy" else 3)
         np.testing.assert_allclose(np.asarray(f(i, cands)), np.asarray(want), rtol=1e-6, atol=1e-6)
-  batched = jax.vmap(lambda i: P.pool_pick(i, cands, "max"))(jnp.arange(3))
-  np.testing.assert_allclose(np.asarray(batched[2]), np.asarray(P.pool_pick(2, cands, "max")), rtol=1e-6)
+  batched = jax.vmap(lambda i: PK.pool_pick(i, cands, "max"))(jnp.arange(3))
+  np.testing.assert_allclose(np.asarray(batched[2]), np.asarray(PK.pool_pick(2, cands, "max")), rtol=1e-6)
 
 
 @needs_kernels
@@ -342,12 +342,12 @@ def test_pool_pick_matches_reference(shape):
 def test_pointwise_slots_matches_reference(shape):
   slots = _candidates(4, shape, 8)
   pw = jax.random.normal(jax.random.key(9), (4 * shape[-1], 24)) * 0.3
-  f = jax.jit(lambda m, s, st, off: P.relu_pointwise_slots(m, pw, s, stride=st, offset=off), static_argnums=(2, 3))
+  f = jax.jit(lambda m, s, st, off: PK.relu_pointwise_slots(m, pw, s, stride=st, offset=off), static_argnums=(2, 3))
   assert "nas_jax_fused_pointwise_slots" in f.lower(jnp.ones(4), slots, 1, 0).compile().as_text()
   for mask in ([1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [0.5, 2.0, 0.0, 1.0]):
     m = jnp.asarray(mask)
     for st, off in ((1, 0), (2, 0), (2, 1)):
-      _close(f(m, slots, st, off), P.reference_slots(m, pw, *slots, stride=st, offset=off), tol=1e-5)
+      _close(f(m, slots, st, off), PK.reference_slots(m, pw, *slots, stride=st, offset=off), tol=1e-5)
   # The stride-2 halves are those of ops.factorized_reduce on the masked concatenation.
   x = jnp.concatenate([s * v for s, v in zip(slots, [1.0, 0.0, 1.0, 1.0])], axis=-1)
   y0 = f(jnp.asarray([1.0, 0.0, 1.0, 1.0]), slots, 2, 0)[0]
@@ -362,14 +362,14 @@ def test_pick_bad_arguments():
   cands = _candidates(2, (1, 4, 4, 8), 1)
   dw, pw = jnp.ones((3, 3, 8)), jnp.ones((8, 8))
   with pytest.raises(ValueError, match="one shape"):
-    P.pool_pick(0, (cands[0], cands[1][:, :2]), "max")
+    PK.pool_pick(0, (cands[0], cands[1][:, :2]), "max")
   with pytest.raises(ValueError, match="kind"):
-    P.pool_pick(0, cands, "mean")
+    PK.pool_pick(0, cands, "mean")
   with pytest.raises(ValueError, match="weights"):
-    P.relu_conv_moments_pick(0, cands, None, None, (dw, jnp.ones((4, 8))))
+    PK.relu_conv_moments_pick(0, cands, None, None, (dw, jnp.ones((4, 8))))
   with pytest.raises(ValueError, match="both a and b"):
-    P.relu_conv_moments_pick(0, cands, jnp.ones(8), None, (dw, pw))
+    PK.relu_conv_moments_pick(0, cands, jnp.ones(8), None, (dw, pw))
   with pytest.raises(ValueError, match="mask"):
-    P.relu_pointwise_slots(jnp.ones(3), jnp.ones((16, 4)), cands)
+    PK.relu_pointwise_slots(jnp.ones(3), jnp.ones((16, 4)), cands)
   with pytest.raises(ValueError, match="offset"):
-    P.relu_pointwise_slots(jnp.ones(2), jnp.ones((16, 4)), cands, stride=2, offset=2)
+    PK.relu_pointwise_slots(jnp.ones(2), jnp.ones((16, 4)), cands, stride=2, offset=2)
