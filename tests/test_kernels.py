@@ -17,8 +17,10 @@ from nas_jax.kernels import pointwise as P
 needs_kernels = pytest.mark.skipif(not build.available(), reason=f"kernels not built: {build.unavailable_reason()}")
 
 # (N, H, W, C, k, stride, dilation): odd sizes, strides, dilations, and channel
-# counts both compiled in (8, 16) and not (3, 5).
-SHAPES = [(2, 7, 9, 5, 3, 1, 1), (2, 8, 8, 16, 5, 2, 1), (3, 9, 7, 3, 3, 2, 2), (1, 5, 5, 8, 1, 1, 2)]
+# counts both compiled in (8, 16, 32: the register-blocked rows, and the input
+# gradient as a flipped forward at stride 1) and not (3, 5).
+SHAPES = [(2, 7, 9, 5, 3, 1, 1), (2, 8, 8, 16, 5, 2, 1), (3, 9, 7, 3, 3, 2, 2), (1, 5, 5, 8, 1, 1, 2),
+          (2, 7, 9, 16, 3, 1, 1), (1, 6, 5, 32, 5, 1, 2)]
 
 
 def _close(a, b, tol=1e-4):

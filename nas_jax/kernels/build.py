@@ -42,7 +42,8 @@ import jaxlib
 
 HERE = Path(__file__).parent
 SOURCES = (HERE / "depthwise.cc", HERE / "pointwise.cc", HERE / "fused.cc", HERE / "pool.cc")
-HEADERS = (HERE / "nas_jax_kernels_common.h", HERE / "nas_jax_kernels_matmul.h")
+HEADERS = (HERE / "nas_jax_kernels_common.h", HERE / "nas_jax_kernels_matmul.h",
+           HERE / "nas_jax_kernels_depthwise_row.h")
 # op -> ((map, FFI target name), ...); the handler symbol is the target in CamelCase.
 TARGETS_BY_OP = {op: tuple((m, f"nas_jax_{op}_{m}") for m in ("forward", "input_grad", "weight_grad"))
                  for op in ("depthwise", "pointwise")}

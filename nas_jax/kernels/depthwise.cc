@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "nas_jax_kernels_common.h"
+#include "nas_jax_kernels_depthwise_row.h"
 
 namespace {
 
@@ -65,6 +66,36 @@ void ForwardSample(const Geometry& g, const float* x, const float* w, float* y) 
       float* yp = y + (ho * g.wo + wo) * C;
       for (int64_t c = 0; c < C; ++c) yp[c] = a[c];
     }
+  }
+}
+
+// The forward of one sample row by row, for the channel counts and kernel
+// sizes of DepthwiseRowAvx: input rows are copied into a ring of zero-bordered
+// rows (span + stride of them, slot = row mod ring size, so each is copied once
+// per sample) and each output row is one register-blocked pass. Same sums, in
+// the same order, as ForwardSample (the border taps add zeros).
+template <int kC>
+void ForwardSampleRows(const Geometry& g, const float* x, const float* w, float* y) {
+  const int64_t wp = g.w + 2 * g.pad;
+  const int64_t ring = g.dilation * (g.k - 1) + 1 + g.stride;
+  std::vector<float> rows(ring * wp * kC, 0.0f), zero_row(wp * kC, 0.0f);
+  std::vector<int64_t> tag(ring, -1);
+  const float* taps[nas_jax::kMaxRegisterTaps];
+  for (int64_t ho = 0; ho < g.ho; ++ho) {
+    for (int64_t i = 0; i < g.k; ++i) {
+      const int64_t hi = ho * g.stride + i * g.dilation - g.pad;
+      if (hi < 0 || hi >= g.h) {
+        taps[i] = zero_row.data();
+        continue;
+      }
+      float* row = rows.data() + (hi % ring) * wp * kC;
+      if (tag[hi % ring] != hi) {
+        std::memcpy(row + g.pad * kC, x + hi * g.w * kC, sizeof(float) * g.w * kC);
+        tag[hi % ring] = hi;
+      }
+      taps[i] = row;
+    }
+    nas_jax::DepthwiseRowAvx<kC>(taps, w, y + ho * g.wo * kC, g.k, g.wo, g.stride, g.dilation);
   }
 }
 
@@ -157,6 +188,12 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
   float* ys = y->typed_data();
   DispatchWidth(g.c, [&]<int kC>() {
     ParallelFor(pool, g.n, [&](int64_t n) {
+      if constexpr (nas_jax::DepthwiseRowAvxHandles<kC>(1)) {
+        if (nas_jax::DepthwiseRowAvxHandles<kC>(g.k)) {
+          ForwardSampleRows<kC>(g, xs + n * g.h * g.w * g.c, ws, ys + n * g.ho * g.wo * g.c);
+          return;
+        }
+      }
       ForwardSample<kC>(g, xs + n * g.h * g.w * g.c, ws, ys + n * g.ho * g.wo * g.c);
     });
   });
@@ -171,8 +208,24 @@ ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy, ffi::Buffer
   const float* gs = gy.typed_data();
   const float* ws = w.typed_data();
   float* ds = dx->typed_data();
+  // Stride 1: the input gradient is the forward convolution of gy with the
+  // kernel flipped in both axes ('same' padding is symmetric), on the fast rows.
+  std::vector<float> flipped;
+  if (g.stride == 1) {
+    flipped.resize(g.k * g.k * g.c);
+    for (int64_t i = 0; i < g.k; ++i)
+      for (int64_t j = 0; j < g.k; ++j)
+        std::memcpy(flipped.data() + (i * g.k + j) * g.c, ws + ((g.k - 1 - i) * g.k + (g.k - 1 - j)) * g.c,
+                    sizeof(float) * g.c);
+  }
   DispatchWidth(g.c, [&]<int kC>() {
     ParallelFor(pool, g.n, [&](int64_t n) {
+      if constexpr (nas_jax::DepthwiseRowAvxHandles<kC>(1)) {
+        if (g.stride == 1 && nas_jax::DepthwiseRowAvxHandles<kC>(g.k)) {
+          ForwardSampleRows<kC>(g, gs + n * g.ho * g.wo * g.c, flipped.data(), ds + n * g.h * g.w * g.c);
+          return;
+        }
+      }
       InputGradSample<kC>(g, gs + n * g.ho * g.wo * g.c, ws, ds + n * g.h * g.w * g.c);
     });
   });

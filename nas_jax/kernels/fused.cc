@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "nas_jax_kernels_common.h"
+#include "nas_jax_kernels_depthwise_row.h"
 #include "nas_jax_kernels_matmul.h"
 
 namespace {
@@ -76,46 +77,9 @@ void DepthwiseRow(const Geometry& g, const float* const* rows, const float* __re
   const int64_t C = kC > 0 ? kC : g.c;
 #ifdef NAS_JAX_AVX2
   if constexpr (kC > 0 && kC % 8 == 0) {
-    // Per group of 8 channels, the taps stay in registers along the row (all
-    // k * k of them for k = 3, one row of k at a time, summed in d, for k <= 7):
-    // one load per FMA instead of two. Same order of sums as the loop below.
     constexpr int kV = kC / 8;
-    const int64_t step = g.stride * kC, dil = g.dilation * kC;
-    if (g.k == 3) {
-      for (int v = 0; v < kV; ++v) {
-        __m256 w[9];
-        for (int t = 0; t < 9; ++t) w[t] = _mm256_loadu_ps(dw + t * kC + 8 * v);
-        const float* r0 = rows[0] + 8 * v;
-        const float* r1 = rows[1] + 8 * v;
-        const float* r2 = rows[2] + 8 * v;
-        for (int64_t wo = 0, o = 0; wo < g.wo; ++wo, o += step) {
-          __m256 acc = _mm256_mul_ps(w[0], _mm256_loadu_ps(r0 + o));
-          acc = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(r0 + o + dil), acc);
-          acc = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(r0 + o + 2 * dil), acc);
-          acc = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(r1 + o), acc);
-          acc = _mm256_fmadd_ps(w[4], _mm256_loadu_ps(r1 + o + dil), acc);
-          acc = _mm256_fmadd_ps(w[5], _mm256_loadu_ps(r1 + o + 2 * dil), acc);
-          acc = _mm256_fmadd_ps(w[6], _mm256_loadu_ps(r2 + o), acc);
-          acc = _mm256_fmadd_ps(w[7], _mm256_loadu_ps(r2 + o + dil), acc);
-          acc = _mm256_fmadd_ps(w[8], _mm256_loadu_ps(r2 + o + 2 * dil), acc);
-          _mm256_storeu_ps(d + wo * kC + 8 * v, acc);
-        }
-      }
-      return;
-    }
-    if (g.k <= 7) {
-      for (int v = 0; v < kV; ++v)
-        for (int64_t i = 0; i < g.k; ++i) {
-          __m256 w[7];
-          for (int64_t j = 0; j < g.k; ++j) w[j] = _mm256_loadu_ps(dw + (i * g.k + j) * kC + 8 * v);
-          const float* row = rows[i] + 8 * v;
-          for (int64_t wo = 0, o = 0; wo < g.wo; ++wo, o += step) {
-            float* out = d + wo * kC + 8 * v;
-            __m256 acc = i == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(out);
-            for (int64_t j = 0; j < g.k; ++j) acc = _mm256_fmadd_ps(w[j], _mm256_loadu_ps(row + o + j * dil), acc);
-            _mm256_storeu_ps(out, acc);
-          }
-        }
+    if (nas_jax::DepthwiseRowAvxHandles<kC>(g.k)) {
+      nas_jax::DepthwiseRowAvx<kC>(rows, dw, d, g.k, g.wo, g.stride, g.dilation);
       return;
     }
     for (int64_t wo = 0; wo < g.wo; ++wo) {
