@@ -375,3 +375,29 @@ def test_pick_bad_arguments():
     PK.relu_pointwise_slots(jnp.ones(3), jnp.ones((16, 4)), cands)
   with pytest.raises(ValueError, match="offset"):
     PK.relu_pointwise_slots(jnp.ones(2), jnp.ones((16, 4)), cands, stride=2, offset=2)
+
+
+@needs_kernels
+@pytest.mark.parametrize("c, h", [(16, 9), (5, 8)])
+def test_node_sum_matches_reference(c, h):
+  """A node of edges that are affine maps of y, or pools / copies of states at stride 1 or 2."""
+  ho = (h - 1) // 2 + 1
+  keys = jax.random.split(jax.random.key(11), 8)
+  states = _candidates(2, (2, h, h, c), 12) + _candidates(2, (2, ho, ho, c), 13)  # cell inputs, nodes
+  y0, y1 = (jax.random.normal(k, (2, ho, ho, c)) for k in keys[:2])
+  a0, b0, a1, b1 = (jax.random.normal(k, (c,)) for k in keys[2:6])
+  f = jax.jit(lambda k, i, y0, y1: PK.node_sum(k, i, (y0, a0, b0), (y1, a1, b1), states))
+  assert "nas_jax_pool_node_sum" in f.lower(jnp.zeros(2, jnp.int32), jnp.zeros(2, jnp.int32), y0, y1).compile().as_text()
+  for kinds, idxs in [((0, 0), (0, 0)), ((1, 2), (0, 3)), ((3, 0), (2, 1)), ((2, 1), (1, 2)), ((0, 3), (0, 3)),
+                      ((1, 1), (3, 2))]:
+    k, i = jnp.asarray(kinds), jnp.asarray(idxs)
+    want = PK.reference_node_sum(k, i, y0, a0, b0, y1, a1, b1, *states)
+    np.testing.assert_allclose(np.asarray(f(k, i, y0, y1)), np.asarray(want), rtol=1e-5, atol=1e-5)
+  # A pool edge's y is a placeholder that is never read.
+  g = jax.jit(lambda: PK.node_sum(jnp.array([2, 3]), jnp.array([0, 2]), (PK.placeholder(y0.shape), a0, b0),
+                                  (PK.placeholder(y0.shape), a1, b1), states))
+  want = PK.reference_node_sum(jnp.array([2, 3]), jnp.array([0, 2]), y0, a0, b0, y1, a1, b1, *states)
+  np.testing.assert_allclose(np.asarray(g()), np.asarray(want), rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="maps to the node"):
+    PK.node_sum(jnp.zeros(2, jnp.int32), jnp.zeros(2, jnp.int32), (y0, a0, b0), (y1, a1, b1),
+                (jnp.zeros((2, ho - 1, ho - 1, c)),))

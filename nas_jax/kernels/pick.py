@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
-from jax.interpreters import batching, mlir
+from jax.interpreters import ad, batching, mlir
 
 from nas_jax.kernels import build, depthwise, fused
 
@@ -73,6 +73,37 @@ def reference_pool(idx, *candidates, kind, stride, kernel):
   return (ops.avg_pool if kind == POOL_KINDS["avg"] else ops.max_pool)(x, stride, kernel)
 
 
+NODE_KINDS = {"affine": 0, "avg": 1, "max": 2, "copy": 3}
+
+
+def _node_stride(state_shape, node_shape):
+  stride = -(-state_shape[1] // node_shape[1])
+  ok = _pool_out(state_shape, stride) == tuple(node_shape)
+  return stride if ok else None
+
+
+def reference_node_sum(kinds, idxs, y0, a0, b0, y1, a1, b1, *states):
+  """The maths of ``node_sum`` in XLA ops."""
+  from nas_jax import ops  # pylint: disable=import-outside-toplevel
+  shape = y0.shape
+
+  def edge(kind, idx, y, a, b):
+    branches = [lambda: y * a + b]
+    for k in (1, 2, 3):
+      for x in states:
+        stride = _node_stride(x.shape, shape)
+        if stride is None or (k == 3 and stride != 1):
+          branches.append(lambda: jnp.zeros(shape, y.dtype))  # not a valid choice
+        elif k == 3:
+          branches.append(lambda x=x: x)
+        else:
+          branches.append(lambda x=x, k=k, stride=stride: (ops.avg_pool if k == 1 else ops.max_pool)(x, stride))
+    which = jnp.where(kind == 0, 0, 1 + (kind - 1) * len(states) + jnp.clip(idx, 0, len(states) - 1))
+    return lax.switch(which, branches)
+
+  return edge(kinds[0], idxs[0], y0, a0, b0) + edge(kinds[1], idxs[1], y1, a1, b1)
+
+
 def _pool_out(shape, stride):
   n, h, w, c = shape
   return (n, (h - 1) // stride + 1, (w - 1) // stride + 1, c)
@@ -84,6 +115,8 @@ conv_pick_p.multiple_results = True
 slots_p = Primitive("nas_jax_relu_pointwise_slots")  # (mask, pw, *slots) -> (y, mean, var)
 slots_p.multiple_results = True
 pool_pick_p = Primitive("nas_jax_pool_pick")  # (idx, *cands) -> y
+node_sum_p = Primitive("nas_jax_node_sum")  # (kinds, idxs, y0, a0, b0, y1, a1, b1, *states) -> node
+placeholder_p = Primitive("nas_jax_placeholder")  # () -> an unread buffer (zeros off the kernels)
 
 
 def _moments_avals(shape, dtype):
@@ -109,6 +142,15 @@ def _pool_abstract(idx, *cands, kind, stride, kernel):
   return jax.core.ShapedArray(_pool_out(cands[0].shape, stride), cands[0].dtype)
 
 
+def _node_sum_abstract(kinds, idxs, y0, *rest):
+  del kinds, idxs, rest
+  return jax.core.ShapedArray(y0.shape, y0.dtype)
+
+
+def _placeholder_abstract(*, shape, dtype):
+  return jax.core.ShapedArray(shape, dtype)
+
+
 def _shape_structs(avals):
   return tuple(jax.ShapeDtypeStruct(v.shape, v.dtype) for v in avals)
 
@@ -132,6 +174,18 @@ def _pool_ffi(idx, *cands, kind, stride, kernel):
                                               kernel=np.int64(kernel))
 
 
+def _node_sum_ffi(kinds, idxs, y0, *rest):
+  return jax.ffi.ffi_call(_POOL["node_sum"], jax.ShapeDtypeStruct(y0.shape, y0.dtype))(kinds, idxs, y0, *rest)
+
+
+def _placeholder_ffi(*, shape, dtype):
+  return jax.ffi.ffi_call(_POOL["placeholder"], jax.ShapeDtypeStruct(shape, dtype))()
+
+
+def _placeholder_reference(*, shape, dtype):
+  return jnp.zeros(shape, dtype)
+
+
 def _define(prim, abstract_fn, ffi_fn, reference_fn, multiple_results):
   prim.def_abstract_eval(abstract_fn)
   prim.def_impl(lambda *args, **params: jax.jit(functools.partial(prim.bind, **params))(*args))
@@ -152,6 +206,13 @@ def _define(prim, abstract_fn, ffi_fn, reference_fn, multiple_results):
 _define(conv_pick_p, _conv_pick_abstract, _conv_pick_ffi, reference_conv_pick, True)
 _define(slots_p, _slots_abstract, _slots_ffi, reference_slots, True)
 _define(pool_pick_p, _pool_abstract, _pool_ffi, reference_pool, False)
+_define(node_sum_p, _node_sum_abstract, _node_sum_ffi, reference_node_sum, False)
+_define(placeholder_p, _placeholder_abstract, _placeholder_ffi, _placeholder_reference, False)
+# No operands: nothing to differentiate or batch.
+ad.primitive_jvps[placeholder_p] = lambda primals, tangents, **params: (
+    placeholder_p.bind(**params), ad.Zero(jax.core.ShapedArray(params["shape"], params["dtype"])))
+batching.primitive_batchers[placeholder_p] = lambda args, dims, **params: (placeholder_p.bind(**params),
+                                                                           batching.not_mapped)
 
 
 def _with_reference_jvp(prim, reference_fn, static: tuple[str, ...]):
@@ -186,6 +247,7 @@ def _with_reference_jvp(prim, reference_fn, static: tuple[str, ...]):
 _conv_pick = _with_reference_jvp(conv_pick_p, reference_conv_pick, ("stride", "dilation", "affine"))
 _slots = _with_reference_jvp(slots_p, reference_slots, ("stride", "offset"))
 _pool = _with_reference_jvp(pool_pick_p, reference_pool, ("kind", "stride", "kernel"))
+_node_sum = _with_reference_jvp(node_sum_p, reference_node_sum, ())
 
 
 def _check_candidates(name, candidates):
@@ -274,3 +336,47 @@ def pool_pick(idx: jax.Array, candidates, kind: str, *, stride: int = 1, kernel:
     raise ValueError(f"pool_pick needs an odd kernel and stride >= 1, got kernel {kernel}, stride {stride}")
   return _pool(jnp.asarray(idx, jnp.int32), *candidates, kind=POOL_KINDS[kind], stride=int(stride),
                kernel=int(kernel))
+
+
+def placeholder(shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+  """A buffer of ``shape`` that nothing writes: the ``y`` of a pool edge for ``node_sum``.
+
+  Its contents are unspecified with the kernels (zeros elsewhere); pass it only
+  where ``node_sum`` ignores it (edges of kind "avg", "max" or "copy").
+  """
+  return placeholder_p.bind(shape=tuple(int(d) for d in shape), dtype=np.dtype(dtype))
+
+
+def node_sum(kinds: jax.Array, idxs: jax.Array, edge0, edge1, states) -> jax.Array:
+  """A cell node ``edge_0 + edge_1`` in one pass, the pools and copies computed in place.
+
+  Edge ``e`` is ``edge_e = (y, a, b)`` and ``kinds[e]`` says what it adds:
+  0 ("affine"): ``y * a + b`` (an op's output before its last batch norm);
+  1, 2, 3 ("avg", "max", "copy"): the 3x3 average pool (padded cells not
+  counted), 3x3 max pool or copy of ``states[idxs[e]]``, at the stride that
+  maps that state's size to the node's (``y`` is then not read: use
+  ``placeholder``).
+
+  Args:
+    kinds, idxs: int32 ``[2]`` (may be traced).
+    edge0, edge1: ``(y [N, H, W, C], a [C], b [C])``.
+    states: the cell's states (arrays ``[N, H', W', C]``).
+
+  Returns:
+    ``[N, H, W, C]``.
+
+  Example:
+    >>> node = pick.node_sum(jnp.array([0, 2]), jnp.array([0, 1]), (y, a, b), (pick.placeholder(y.shape), a, b),
+    ...                      (x0, x1))   # y * a + b + max_pool(x1)
+  """
+  states = tuple(states)
+  y0, a0, b0 = edge0
+  y1, a1, b1 = edge1
+  c = y0.shape[-1]
+  if y1.shape != y0.shape or y0.ndim != 4 or any(v.shape != (c,) for v in (a0, b0, a1, b1)):
+    raise ValueError(f"node_sum needs y0, y1 [N, H, W, C] of one shape and a, b [C]; got {y0.shape}, {y1.shape}")
+  if not states or any(x.ndim != 4 or x.shape[0] != y0.shape[0] or x.shape[-1] != c or
+                       _node_stride(x.shape, y0.shape) is None for x in states):
+    raise ValueError(f"node_sum: every state must be [N, H', W', C] with a size that maps to the node's "
+                     f"{y0.shape}; got {[x.shape for x in states]}")
+  return _node_sum(jnp.asarray(kinds, jnp.int32), jnp.asarray(idxs, jnp.int32), y0, a0, b0, y1, a1, b1, *states)

@@ -31,12 +31,11 @@ struct PoolGeometry {
 // One output row (sample n, output row ho) of a window pool; the window of
 // (ho, wo) covers input rows ho*s - pad + i and columns wo*s - pad + j.
 template <int kC>
-void PoolRow(const PoolGeometry& g, const float* __restrict x, float* __restrict y, int64_t n, int64_t ho) {
+void PoolRow(const PoolGeometry& g, const float* __restrict x, float* __restrict yr, int64_t n, int64_t ho) {
   const int64_t C = kC > 0 ? kC : g.c;
   const int64_t i0 = std::max<int64_t>(0, ho * g.stride - g.pad);
   const int64_t i1 = std::min<int64_t>(g.h, ho * g.stride - g.pad + g.k);
   const float* sample = x + n * g.h * g.w * C;
-  float* yr = y + (n * g.ho + ho) * g.wo * C;
   const bool is_max = g.kind == 1;
   for (int64_t wo = 0; wo < g.wo; ++wo) {
     const int64_t j0 = std::max<int64_t>(0, wo * g.stride - g.pad);
@@ -109,10 +108,104 @@ ffi::Error PoolPick(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> idx, ffi::Remain
   void (*row_fn)(const PoolGeometry&, const float*, float*, int64_t, int64_t) = nullptr;
   nas_jax::DispatchWidth(g.c, [&]<int kC>() { row_fn = &PoolRow<kC>; });
   ParallelFor(pool, chunks, [&](int64_t ch) {
-    for (int64_t r = ch * rows / chunks; r < (ch + 1) * rows / chunks; ++r) row_fn(g, xs, ys, r / g.ho, r % g.ho);
+    for (int64_t r = ch * rows / chunks; r < (ch + 1) * rows / chunks; ++r)
+      row_fn(g, xs, ys + r * g.wo * g.c, r / g.ho, r % g.ho);
   });
   return ffi::Error::Success();
 }
+
+// A node of a supernet cell in one pass: node = edge_0 + edge_1, where edge e is
+//   kind 0:       y_e * a_e + b_e (a separable conv or factorized reduce, its last
+//                 batch norm applied here);
+//   kind 1, 2, 3: the 3x3 average pool, 3x3 max pool or copy (identity) of
+//                 states[idx_e], at the stride that maps its size to the node's.
+// The pools and copies are never written out: each node row sums its edges in
+// cache. y_e of a pool edge is a placeholder the kernel does not read.
+struct Edge {
+  int64_t kind;
+  const float *y, *a, *b, *x;
+  PoolGeometry g;
+};
+
+ffi::Error NodeSum(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> kinds, ffi::Buffer<ffi::S32> idxs,
+                   ffi::Buffer<ffi::F32> y0, ffi::Buffer<ffi::F32> a0, ffi::Buffer<ffi::F32> b0,
+                   ffi::Buffer<ffi::F32> y1, ffi::Buffer<ffi::F32> a1, ffi::Buffer<ffi::F32> b1,
+                   ffi::RemainingArgs states, ffi::ResultBuffer<ffi::F32> node) {
+  auto nd = node->dimensions();
+  if (kinds.element_count() != 2 || idxs.element_count() != 2 || nd.size() != 4)
+    return ffi::Error::InvalidArgument("node sum: need kinds [2], idxs [2] and node [N, H, W, C]");
+  const int64_t n = nd[0], ho = nd[1], wo = nd[2], c = nd[3];
+  Edge edges[2];
+  const ffi::Buffer<ffi::F32>* ys[2] = {&y0, &y1};
+  const ffi::Buffer<ffi::F32>* as[2] = {&a0, &a1};
+  const ffi::Buffer<ffi::F32>* bs[2] = {&b0, &b1};
+  for (int e = 0; e < 2; ++e) {
+    Edge& ed = edges[e];
+    ed.kind = kinds.typed_data()[e];
+    if (ed.kind < 0 || ed.kind > 3) return ffi::Error::InvalidArgument("node sum: kind must be 0..3");
+    if (ys[e]->element_count() != n * ho * wo * c || as[e]->element_count() != c || bs[e]->element_count() != c)
+      return ffi::Error::InvalidArgument("node sum: y must have the node's shape, a and b C elements");
+    ed.y = ys[e]->typed_data(); ed.a = as[e]->typed_data(); ed.b = bs[e]->typed_data(); ed.x = nullptr;
+    if (ed.kind == 0) continue;
+    const int64_t i = idxs.typed_data()[e];
+    if (i < 0 || i >= static_cast<int64_t>(states.size()))
+      return ffi::Error::InvalidArgument("node sum: idx out of range of the states");
+    auto x = states.get<ffi::Buffer<ffi::F32>>(i);
+    if (x.has_error()) return x.error();
+    auto xd = x->dimensions();
+    if (xd.size() != 4 || xd[0] != n || xd[3] != c) return ffi::Error::InvalidArgument("node sum: bad state shape");
+    const int64_t stride = (xd[1] + ho - 1) / ho;
+    if ((xd[1] - 1) / stride + 1 != ho || (xd[2] - 1) / stride + 1 != wo || (ed.kind == 3 && stride != 1))
+      return ffi::Error::InvalidArgument("node sum: a state's size does not map to the node's");
+    const int64_t k = ed.kind == 3 ? 1 : 3;
+    ed.g = PoolGeometry{n, xd[1], xd[2], c, ho, wo, k, stride, (k - 1) / 2, ed.kind == 2 ? 1 : 0};
+    ed.x = x->typed_data();
+  }
+  void (*row_fn)(const PoolGeometry&, const float*, float*, int64_t, int64_t) = nullptr;
+  nas_jax::DispatchWidth(c, [&]<int kC>() { row_fn = &PoolRow<kC>; });
+  float* out = node->typed_data();
+  const int64_t rows = n * ho, row = wo * c;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, rows));
+  ParallelFor(pool, chunks, [&](int64_t ch) {
+    std::vector<float> tmp(row);
+    for (int64_t r = ch * rows / chunks; r < (ch + 1) * rows / chunks; ++r) {
+      float* o = out + r * row;
+      for (int e = 0; e < 2; ++e) {
+        const Edge& ed = edges[e];
+        const float* src;  // this edge's row, before its affine map (kind 0) or as is
+        if (ed.kind == 0) {
+          src = ed.y + r * row;
+        } else if (ed.kind == 3) {
+          src = ed.x + r * row;
+        } else {
+          row_fn(ed.g, ed.x, tmp.data(), r / ho, r % ho);
+          src = tmp.data();
+        }
+        const bool affine = ed.kind == 0;
+        for (int64_t col = 0; col < wo; ++col) {
+          const float* s = src + col * c;
+          float* d = o + col * c;
+          int64_t ci = 0;
+#ifdef NAS_JAX_AVX2
+          for (; ci + 8 <= c; ci += 8) {
+            __m256 v = _mm256_loadu_ps(s + ci);
+            if (affine) v = _mm256_fmadd_ps(v, _mm256_loadu_ps(ed.a + ci), _mm256_loadu_ps(ed.b + ci));
+            _mm256_storeu_ps(d + ci, e == 0 ? v : _mm256_add_ps(_mm256_loadu_ps(d + ci), v));
+          }
+#endif
+          for (; ci < c; ++ci) {
+            const float v = affine ? s[ci] * ed.a[ci] + ed.b[ci] : s[ci];
+            d[ci] = e == 0 ? v : d[ci] + v;
+          }
+        }
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// An output buffer left as it is: the y of a pool edge, which NodeSum does not read.
+ffi::Error Placeholder(ffi::ResultBuffer<ffi::F32> y) { return ffi::Error::Success(); }
 
 }  // namespace
 
@@ -125,3 +218,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxPoolPick, PoolPick,
                                   .Attr<int64_t>("kind")
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("kernel"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxPoolNodeSum, NodeSum,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .RemainingArgs()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxPoolPlaceholder, Placeholder, ffi::Ffi::Bind().Ret<ffi::Buffer<ffi::F32>>());

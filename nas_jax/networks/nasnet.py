@@ -829,10 +829,10 @@ def _eval_op(op, stride, train, pe, se, idx, cands):
     y, mean, var = kernel_fused.relu_conv_moments(y, a, b, (q["dw2"], q["pw2"]))
     a, b, _ = ops.bn_coefficients(q["bn2"], t["bn2"], (mean, var), _count(y), train=train)
     return y, a, b
-  if op in (AVG, MAX):
-    return kernel_pick.pool_pick(idx, cands, "avg" if op == AVG else "max", stride=stride), one, zero
-  if stride == 1:
-    return kernel_pick.pool_pick(idx, cands, "copy"), one, zero
+  if op in (AVG, MAX) or stride == 1:
+    # Pools and identities run inside the node's sum (_eval_node_kinds); their y is not read.
+    n, h, w, _ = cands[0].shape
+    return kernel_pick.placeholder((n, (h - 1) // stride + 1, (w - 1) // stride + 1, c), cands[0].dtype), one, zero
   # A factorized reduce of the chosen cell input: the slots kernel with a one-hot mask.
   q = dict(pe["fr"], w1=jnp.tile(pe["fr"]["w1"], (len(cands), 1)), w2=jnp.tile(pe["fr"]["w2"], (len(cands), 1)))
   return _eval_factorized_reduce(q, se["fr"], cands, jax.nn.one_hot(idx, len(cands), dtype=cands[0].dtype), train)
@@ -851,7 +851,7 @@ def _eval_cell(p, s, x0, x1, cell_arch, reduction, num_nodes, train):
   """The edges of one cell, unrolled, forward only: ``(nodes, mask)``."""
   states = [x0, x1]
   for n in range(num_nodes):
-    node = None
+    edges = []
     for slot in range(2):
       e = 2 * n + slot
       pe, se = jax.tree.map(lambda a: a[e], (p, s))
@@ -861,10 +861,21 @@ def _eval_cell(p, s, x0, x1, cell_arch, reduction, num_nodes, train):
         specs = specs[:NUM_OPS]  # no node yet: every input is a cell input
       branches = [functools.partial(_eval_branch, o, st, train, reduction) for o, st in specs]
       which = _which_branch(reduction, idx, op) if reduction and n > 0 else op
-      y, a, b = lax.switch(which, branches, pe, se, idx, *states)
-      node = y * a + b if node is None else node + (y * a + b)
-    states.append(node)
+      edges.append(lax.switch(which, branches, pe, se, idx, *states))
+    idxs = jnp.stack([cell_arch[n, 0], cell_arch[n, 2]])
+    kinds = _eval_node_kinds(idxs, jnp.stack([cell_arch[n, 1], cell_arch[n, 3]]), reduction)
+    states.append(kernel_pick.node_sum(kinds, idxs, edges[0], edges[1], states))
   return tuple(states[2:]), loose_end_mask(cell_arch)
+
+
+def _eval_node_kinds(idxs, op_ids, reduction):
+  """``kernels.pick.node_sum`` kinds of a node's two edges: 0 for ops whose ``(y, scale, shift)``
+  the switch computed (separable convs, factorized reduces), else the pool or copy to run in place."""
+  kinds = jnp.asarray([0, 0, kernel_pick.NODE_KINDS["avg"], kernel_pick.NODE_KINDS["max"],
+                       kernel_pick.NODE_KINDS["copy"]], jnp.int32)[op_ids]
+  if reduction:
+    kinds = jnp.where((op_ids == IDENTITY) & (idxs < 2), 0, kinds)
+  return kinds
 
 
 def _eval_shared(params, batch_stats, x, cfg, train):
