@@ -16,7 +16,12 @@ directly:
   (``mask >= 0``), optionally on a stride-2 grid (a factorized reduce);
 - ``pool_pick(idx, candidates, kind)``: 3x3 average (``count_include_pad=
   False``) or max pooling with 'same' padding, or a copy, of
-  ``candidates[idx]``.
+  ``candidates[idx]``;
+- ``node_sum(kinds, idxs, edge0, edge1, states)``: a node as the sum of its
+  two edges in one pass, each either ``y * a + b`` (an op's output before its
+  last batch norm) or a pool / copy of ``states[idx]`` computed in place, so
+  pools and identities are never written out (their ``y`` is a
+  ``placeholder``). The supernet's evaluation uses this one for its pools.
 
 On CPU with the kernels built they run ``fused.cc`` / ``pool.cc``; elsewhere
 they lower to ``reference_*`` (XLA ops), which also gives their derivatives
