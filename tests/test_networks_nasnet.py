@@ -242,12 +242,12 @@ def test_child_any_input_and_aux_and_drop_path():
 def test_eval_apply_equals_supernet_apply():
   """The forward-only evaluation path (kernels reading the states in place, cell outputs kept as
   node lists, stem shared by the archs) computes supernet_apply's logits, in both BN modes."""
-  cfg = N.SupernetConfig(num_classes=5, init_channels=8, layers=4)  # normal, reduction, reduction, normal
+  cfg = N.SupernetConfig(num_classes=5, init_channels=8, layers=3)  # normal, reduction, reduction
   params, stats = N.init_supernet(jax.random.key(2), cfg, (8, 8, 3))
   stats = jax.tree.map(lambda v: v + 0.2 * jnp.abs(jax.random.normal(jax.random.key(3), v.shape)), stats)
   x = jax.random.normal(jax.random.key(4), (6, 8, 8, 3))
   y = jnp.arange(6, dtype=jnp.int32) % 5
-  archs = _archs(4, seed=9)
+  archs = _archs(3, seed=9)
   archs[0, :, :, 1] = archs[0, :, :, 3] = N.IDENTITY  # identities: factorized reduces on reduction inputs
   archs[1, :, :, 1] = N.MAX
   archs[1, :, :, 3] = N.AVG
