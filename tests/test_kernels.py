@@ -326,21 +326,6 @@ def test_conv_pick_matches_reference(shape, k, stride, dilation):
 
 
 @needs_kernels
-@pytest.mark.parametrize("shape", [(2, 9, 7, 16), (2, 8, 8, 5)])
-def test_pool_pick_matches_reference(shape):
-  cands = _candidates(3, shape, 7)
-  for kind in ("avg", "max", "copy"):
-    for stride in ((1,) if kind == "copy" else (1, 2)):
-      f = jax.jit(lambda i, cs: PK.pool_pick(i, cs, kind, stride=stride))
-      assert "nas_jax_pool_pick" in f.lower(0, cands).compile().as_text()
-      for i in range(3):
-        want = PK.reference_pool(i, *cands, kind=PK.POOL_KINDS[kind], stride=stride, kernel=1 if kind == "copy" else 3)
-        np.testing.assert_allclose(np.asarray(f(i, cands)), np.asarray(want), rtol=1e-6, atol=1e-6)
-  batched = jax.vmap(lambda i: PK.pool_pick(i, cands, "max"))(jnp.arange(3))
-  np.testing.assert_allclose(np.asarray(batched[2]), np.asarray(PK.pool_pick(2, cands, "max")), rtol=1e-6)
-
-
-@needs_kernels
 @pytest.mark.parametrize("shape", [(2, 9, 7, 16), (3, 8, 8, 5)])
 def test_pointwise_slots_matches_reference(shape):
   slots = _candidates(4, shape, 8)
@@ -365,9 +350,7 @@ def test_pick_bad_arguments():
   cands = _candidates(2, (1, 4, 4, 8), 1)
   dw, pw = jnp.ones((3, 3, 8)), jnp.ones((8, 8))
   with pytest.raises(ValueError, match="one shape"):
-    PK.pool_pick(0, (cands[0], cands[1][:, :2]), "max")
-  with pytest.raises(ValueError, match="kind"):
-    PK.pool_pick(0, cands, "mean")
+    PK.relu_conv_moments_pick(0, (cands[0], cands[1][:, :2]), None, None, (dw, pw))
   with pytest.raises(ValueError, match="weights"):
     PK.relu_conv_moments_pick(0, cands, None, None, (dw, jnp.ones((4, 8))))
   with pytest.raises(ValueError, match="both a and b"):

@@ -50,7 +50,7 @@ TARGETS_BY_OP = {op: tuple((m, f"nas_jax_{op}_{m}") for m in ("forward", "input_
 TARGETS_BY_OP["fused"] = tuple((m, f"nas_jax_fused_{m}")
                                for m in ("depthwise_pointwise", "pointwise", "depthwise_pointwise_pick",
                                          "pointwise_slots"))
-TARGETS_BY_OP["pool"] = tuple((m, f"nas_jax_pool_{m}") for m in ("pick", "node_sum", "placeholder"))
+TARGETS_BY_OP["pool"] = tuple((m, f"nas_jax_pool_{m}") for m in ("node_sum", "placeholder"))
 TARGETS = tuple((target, "".join(w.capitalize() for w in target.split("_")))
                 for maps in TARGETS_BY_OP.values() for _, target in maps)
 FLAGS = ("-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-w")

@@ -70,31 +70,17 @@ void ForwardSample(const Geometry& g, const float* x, const float* w, float* y) 
 }
 
 // The forward of one sample row by row, for the channel counts and kernel
-// sizes of DepthwiseRowAvx: input rows are copied into a ring of zero-bordered
-// rows (span + stride of them, slot = row mod ring size, so each is copied once
-// per sample) and each output row is one register-blocked pass. Same sums, in
-// the same order, as ForwardSample (the border taps add zeros).
+// sizes of DepthwiseRowAvx: input rows are copied once into a
+// nas_jax::RowRing of zero-bordered rows and each output row is one
+// register-blocked pass. Same sums, in the same order, as ForwardSample (the
+// border taps add zeros).
 template <int kC>
 void ForwardSampleRows(const Geometry& g, const float* x, const float* w, float* y) {
-  const int64_t wp = g.w + 2 * g.pad;
-  const int64_t ring = g.dilation * (g.k - 1) + 1 + g.stride;
-  std::vector<float> rows(ring * wp * kC, 0.0f), zero_row(wp * kC, 0.0f);
-  std::vector<int64_t> tag(ring, -1);
-  const float* taps[nas_jax::kMaxRegisterTaps];
+  nas_jax::RowRing ring(g.k, g.stride, g.dilation, g.pad, g.w + 2 * g.pad, kC);
   for (int64_t ho = 0; ho < g.ho; ++ho) {
-    for (int64_t i = 0; i < g.k; ++i) {
-      const int64_t hi = ho * g.stride + i * g.dilation - g.pad;
-      if (hi < 0 || hi >= g.h) {
-        taps[i] = zero_row.data();
-        continue;
-      }
-      float* row = rows.data() + (hi % ring) * wp * kC;
-      if (tag[hi % ring] != hi) {
-        std::memcpy(row + g.pad * kC, x + hi * g.w * kC, sizeof(float) * g.w * kC);
-        tag[hi % ring] = hi;
-      }
-      taps[i] = row;
-    }
+    const float* const* taps = ring.Taps(0, ho, g.h, [&](int64_t hi, float* dst) {
+      std::memcpy(dst, x + hi * g.w * kC, sizeof(float) * g.w * kC);
+    });
     nas_jax::DepthwiseRowAvx<kC>(taps, w, y + ho * g.wo * kC, g.k, g.wo, g.stride, g.dilation);
   }
 }
@@ -188,11 +174,9 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
   float* ys = y->typed_data();
   DispatchWidth(g.c, [&]<int kC>() {
     ParallelFor(pool, g.n, [&](int64_t n) {
-      if constexpr (nas_jax::DepthwiseRowAvxHandles<kC>(1)) {
-        if (nas_jax::DepthwiseRowAvxHandles<kC>(g.k)) {
-          ForwardSampleRows<kC>(g, xs + n * g.h * g.w * g.c, ws, ys + n * g.ho * g.wo * g.c);
-          return;
-        }
+      if (nas_jax::DepthwiseRowAvxHandles<kC>(g.k)) {
+        ForwardSampleRows<kC>(g, xs + n * g.h * g.w * g.c, ws, ys + n * g.ho * g.wo * g.c);
+        return;
       }
       ForwardSample<kC>(g, xs + n * g.h * g.w * g.c, ws, ys + n * g.ho * g.wo * g.c);
     });
@@ -220,11 +204,9 @@ ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy, ffi::Buffer
   }
   DispatchWidth(g.c, [&]<int kC>() {
     ParallelFor(pool, g.n, [&](int64_t n) {
-      if constexpr (nas_jax::DepthwiseRowAvxHandles<kC>(1)) {
-        if (g.stride == 1 && nas_jax::DepthwiseRowAvxHandles<kC>(g.k)) {
-          ForwardSampleRows<kC>(g, gs + n * g.ho * g.wo * g.c, flipped.data(), ds + n * g.h * g.w * g.c);
-          return;
-        }
+      if (g.stride == 1 && nas_jax::DepthwiseRowAvxHandles<kC>(g.k)) {
+        ForwardSampleRows<kC>(g, gs + n * g.ho * g.wo * g.c, flipped.data(), ds + n * g.h * g.w * g.c);
+        return;
       }
       InputGradSample<kC>(g, gs + n * g.ho * g.wo * g.c, ws, ds + n * g.h * g.w * g.c);
     });

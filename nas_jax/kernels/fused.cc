@@ -12,7 +12,8 @@
 // batch-norm statistics: at the supernet's evaluation batch (500 x 32 x 32 x 16,
 // 33 MB per tensor, more than the L3 cache) every pass goes to DRAM. Here each
 // output row is made from k input rows transformed (once each, kept in a small
-// ring of zero-bordered rows in L1), the depthwise row and the 1x1 product stay in cache, and y is
+// ring of zero-bordered rows in L1), the depthwise row and the 1x1 product stay
+// in cache, and y is
 // written once while its moments are summed (in double, per fixed chunk of rows,
 // chunks added in order: the same bits whatever the thread count).
 //
@@ -173,11 +174,8 @@ RowFns PickRowFns(const Geometry& g) {
   return f;
 }
 
-// Output rows [r0, r1) (row r = sample r / ho, output row r % ho). The
-// transformed input rows are kept in a ring of `span + stride` zero-bordered
-// rows (span = dilation * (k - 1) + 1), slot = input row mod ring size: one
-// output row's k input rows and the next one's are all distinct there, so
-// consecutive output rows of a sample transform each input row once.
+// Output rows [r0, r1) (row r = sample r / ho, output row r % ho). Each input
+// row is transformed once per sample, into a nas_jax::RowRing.
 void Rows(const Geometry& g, const RowFns& f, const float* x, const float* a, const float* b, const float* dw,
           const float* pw, float* y, int64_t r0, int64_t r1, double* sum, double* sumsq) {
   const int64_t C = g.c;
@@ -191,31 +189,15 @@ void Rows(const Geometry& g, const RowFns& f, const float* x, const float* a, co
     }
     return;
   }
-  const int64_t ring = g.dilation * (g.k - 1) + 1 + g.stride;
-  std::vector<float> rows(ring * g.wp * C, 0.0f);  // borders stay zero: the padding of relu(.)
-  std::vector<float> zero_row(g.wp * C, 0.0f);
-  std::vector<int64_t> tag(ring, -1);  // sample * h + input row held by each slot
-  std::vector<const float*> taps(g.k);
+  nas_jax::RowRing ring(g.k, g.stride, g.dilation, g.pad, g.wp, C);
   std::vector<float> d(g.wo * C);
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / g.ho, ho = r % g.ho;
+    const int64_t n = r / g.ho;
     float* yr = y + r * g.wo * g.cout;
     const float* sample = x + n * g.h * g.w * C;
-    for (int64_t i = 0; i < g.k; ++i) {
-      const int64_t hi = ho * g.stride + i * g.dilation - g.pad;
-      if (hi < 0 || hi >= g.h) {
-        taps[i] = zero_row.data();
-        continue;
-      }
-      const int64_t slot = hi % ring;
-      float* dst = rows.data() + slot * g.wp * C;
-      if (tag[slot] != n * g.h + hi) {
-        f.transform(g, sample + hi * g.w * C, a, b, dst + g.pad * C);
-        tag[slot] = n * g.h + hi;
-      }
-      taps[i] = dst;
-    }
-    f.depthwise(g, taps.data(), dw, d.data());
+    const float* const* taps =
+        ring.Taps(n, r % g.ho, g.h, [&](int64_t hi, float* dst) { f.transform(g, sample + hi * g.w * C, a, b, dst); });
+    f.depthwise(g, taps, dw, d.data());
     f.matmul(d.data(), pw, yr, 0, g.wo, C, g.cout);
     f.moments(g, yr, sum, sumsq);
   }
@@ -279,15 +261,6 @@ ffi::Error Run(ffi::ThreadPool& pool, const float* xs, ffi::Span<const int64_t> 
   return ffi::Error::Success();
 }
 
-// The buffer args[idx] (idx: a 1-element int32 buffer), checked.
-ffi::ErrorOr<ffi::Buffer<ffi::F32>> Pick(const ffi::Buffer<ffi::S32>& idx, const ffi::RemainingArgs& args) {
-  if (idx.element_count() != 1) return ffi::Unexpected(ffi::Error::InvalidArgument("pick: idx must be a scalar"));
-  const int64_t i = idx.typed_data()[0];
-  if (i < 0 || i >= static_cast<int64_t>(args.size()))
-    return ffi::Unexpected(ffi::Error::InvalidArgument("pick: idx out of range of the candidate inputs"));
-  return args.get<ffi::Buffer<ffi::F32>>(i);
-}
-
 // relu(x * a + b) -> depthwise(dw) -> @ pw, with moments.
 ffi::Error DepthwisePointwise(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> a,
                               ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> dw, ffi::Buffer<ffi::F32> pw,
@@ -314,7 +287,8 @@ ffi::Error DepthwisePointwisePick(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> id
                                   ffi::RemainingArgs candidates, ffi::ResultBuffer<ffi::F32> y,
                                   ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var, int64_t stride,
                                   int64_t dilation, int64_t affine) {
-  auto x = Pick(idx, candidates);
+  if (idx.element_count() != 1) return ffi::Error::InvalidArgument("fused pick: idx must be a scalar");
+  auto x = nas_jax::PickArg(idx.typed_data()[0], candidates);
   if (x.has_error()) return x.error();
   auto wd = dw.dimensions();
   if (wd.size() != 3 || wd[0] != wd[1] || x->dimensions().size() != 4 || wd[2] != x->dimensions()[3])

@@ -1,7 +1,7 @@
-// Shared by the nas_jax CPU kernels (depthwise.cc, pointwise.cc): the FFI
-// headers, a parallel loop on XLA's intra-op thread pool, the dispatch of
-// channel counts to compile-time constants, and the ordered sum of per-chunk
-// partial results.
+// Shared by the nas_jax CPU kernels: the FFI headers, a parallel loop on XLA's
+// intra-op thread pool, the dispatch of channel counts to compile-time
+// constants, the ordered sum of per-chunk partial results, and the checked
+// pick of one variadic argument.
 #ifndef NAS_JAX_KERNELS_COMMON_H_
 #define NAS_JAX_KERNELS_COMMON_H_
 
@@ -86,6 +86,14 @@ inline void SumPartialsInOrder(const std::vector<float>& partials, int64_t parts
   std::memset(out, 0, sizeof(float) * size);
   for (int64_t p = 0; p < parts; ++p)
     for (int64_t e = 0; e < size; ++e) out[e] += partials[p * size + e];
+}
+
+// The float32 buffer args[i] of a variadic argument list, with i checked: the
+// input that a traced index picks among a supernet cell's states.
+inline ffi::ErrorOr<ffi::Buffer<ffi::F32>> PickArg(int64_t i, const ffi::RemainingArgs& args) {
+  if (i < 0 || i >= static_cast<int64_t>(args.size()))
+    return ffi::Unexpected(ffi::Error::InvalidArgument("index out of range of the candidate inputs"));
+  return args.get<ffi::Buffer<ffi::F32>>(i);
 }
 
 }  // namespace nas_jax

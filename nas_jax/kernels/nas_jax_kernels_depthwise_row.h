@@ -12,6 +12,7 @@
 #define NAS_JAX_KERNELS_DEPTHWISE_ROW_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "nas_jax_kernels_matmul.h"  // NAS_JAX_AVX2, immintrin.h
 
@@ -73,6 +74,46 @@ void DepthwiseRowAvx(const float* const* rows, const float* __restrict dw, float
   }
 #endif
 }
+
+// The k input rows of each output row, zero-bordered (wp = w + 2 * pad columns
+// of c floats), kept in a ring of span + stride rows (span = dilation * (k - 1)
+// + 1), slot = input row mod ring size: one output row's k input rows and the
+// next one's are all distinct there, so walking the output rows of a sample in
+// order fills each input row once. Rows outside the image read a zero row.
+class RowRing {
+ public:
+  RowRing(int64_t k, int64_t stride, int64_t dilation, int64_t pad, int64_t wp, int64_t c)
+      : k_(k), stride_(stride), dilation_(dilation), pad_(pad), c_(c), row_(wp * c),
+        size_(dilation * (k - 1) + 1 + stride), rows_(size_ * row_, 0.0f), zero_(row_, 0.0f), tag_(size_, -1),
+        taps_(k) {}
+
+  // Row pointers for output row ho of sample n (input height h); fill(hi, dst)
+  // writes input row hi into dst, the row's interior (past the left border).
+  template <typename Fill>
+  const float* const* Taps(int64_t n, int64_t ho, int64_t h, Fill&& fill) {
+    for (int64_t i = 0; i < k_; ++i) {
+      const int64_t hi = ho * stride_ + i * dilation_ - pad_;
+      if (hi < 0 || hi >= h) {
+        taps_[i] = zero_.data();
+        continue;
+      }
+      const int64_t slot = hi % size_;
+      float* row = rows_.data() + slot * row_;
+      if (tag_[slot] != n * h + hi) {
+        fill(hi, row + pad_ * c_);
+        tag_[slot] = n * h + hi;
+      }
+      taps_[i] = row;
+    }
+    return taps_.data();
+  }
+
+ private:
+  int64_t k_, stride_, dilation_, pad_, c_, row_, size_;
+  std::vector<float> rows_, zero_;  // borders stay zero
+  std::vector<int64_t> tag_;        // n * h + input row held by each slot
+  std::vector<const float*> taps_;
+};
 
 }  // namespace nas_jax
 

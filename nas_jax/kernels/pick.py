@@ -14,14 +14,12 @@ directly:
 - ``relu_pointwise_slots(mask, pw, slots)``: ``relu(concat_s(mask[s] *
   slots[s])) @ pw`` with its batch moments, skipping slots whose mask is 0
   (``mask >= 0``), optionally on a stride-2 grid (a factorized reduce);
-- ``pool_pick(idx, candidates, kind)``: 3x3 average (``count_include_pad=
-  False``) or max pooling with 'same' padding, or a copy, of
-  ``candidates[idx]``;
 - ``node_sum(kinds, idxs, edge0, edge1, states)``: a node as the sum of its
   two edges in one pass, each either ``y * a + b`` (an op's output before its
-  last batch norm) or a pool / copy of ``states[idx]`` computed in place, so
+  last batch norm) or a 3x3 average (``count_include_pad=False``) or max pool
+  with 'same' padding, or a copy, of ``states[idx]`` computed in place, so
   pools and identities are never written out (their ``y`` is a
-  ``placeholder``). The supernet's evaluation uses this one for its pools.
+  ``placeholder``).
 
 On CPU with the kernels built they run ``fused.cc`` / ``pool.cc``; elsewhere
 they lower to ``reference_*`` (XLA ops), which also gives their derivatives
@@ -30,7 +28,7 @@ they lower to ``reference_*`` (XLA ops), which also gives their derivatives
 Example:
     >>> y, mean, var = pick.relu_conv_moments_pick(idx, (x0, x1, n0), None, None, (dw, pw))
     >>> y, mean, var = pick.relu_pointwise_slots(mask, pw, nodes)   # nodes: B arrays [N, H, W, C]
-    >>> y = pick.pool_pick(idx, (x0, x1), "max", stride=2)
+    >>> node = pick.node_sum(kinds, idxs, (y0, a0, b0), (y1, a1, b1), (x0, x1, n0))
 """
 from __future__ import annotations
 
@@ -45,7 +43,6 @@ from jax.interpreters import ad, batching, mlir
 
 from nas_jax.kernels import build, depthwise, fused
 
-POOL_KINDS = {"avg": 0, "max": 1, "copy": 2}
 _FUSED = dict(build.TARGETS_BY_OP["fused"])
 _POOL = dict(build.TARGETS_BY_OP["pool"])
 
@@ -67,15 +64,6 @@ def reference_slots(mask, pw, *slots, stride=1, offset=0):
     xp = jnp.pad(x, ((0, 0), (0, stride), (0, stride), (0, 0)))
     x = xp[:, offset:offset + stride * ho:stride, offset:offset + stride * wo:stride, :]
   return fused.reference(x, None, None, pw, stride=1, dilation=1, affine=False)
-
-
-def reference_pool(idx, *candidates, kind, stride, kernel):
-  """The maths of ``pool_pick`` in XLA ops."""
-  from nas_jax import ops  # pylint: disable=import-outside-toplevel  (ops imports the kernels)
-  x = _select(idx, candidates)
-  if kind == POOL_KINDS["copy"]:
-    return x
-  return (ops.avg_pool if kind == POOL_KINDS["avg"] else ops.max_pool)(x, stride, kernel)
 
 
 NODE_KINDS = {"affine": 0, "avg": 1, "max": 2, "copy": 3}
@@ -119,7 +107,6 @@ conv_pick_p = Primitive("nas_jax_relu_conv_moments_pick")  # (idx, a, b, dw, pw,
 conv_pick_p.multiple_results = True
 slots_p = Primitive("nas_jax_relu_pointwise_slots")  # (mask, pw, *slots) -> (y, mean, var)
 slots_p.multiple_results = True
-pool_pick_p = Primitive("nas_jax_pool_pick")  # (idx, *cands) -> y
 node_sum_p = Primitive("nas_jax_node_sum")  # (kinds, idxs, y0, a0, b0, y1, a1, b1, *states) -> node
 placeholder_p = Primitive("nas_jax_placeholder")  # () -> an unread buffer (zeros off the kernels)
 
@@ -140,11 +127,6 @@ def _conv_pick_abstract(idx, a, b, dw, pw, *cands, stride, dilation, affine):
 def _slots_abstract(mask, pw, *slots, stride, offset):
   del mask, offset
   return _moments_avals(_pool_out(slots[0].shape, stride)[:3] + (pw.shape[1],), slots[0].dtype)
-
-
-def _pool_abstract(idx, *cands, kind, stride, kernel):
-  del idx, kind, kernel
-  return jax.core.ShapedArray(_pool_out(cands[0].shape, stride), cands[0].dtype)
 
 
 def _node_sum_abstract(kinds, idxs, y0, *rest):
@@ -171,12 +153,6 @@ def _slots_ffi(mask, pw, *slots, stride, offset):
   out = _shape_structs(_slots_abstract(mask, pw, *slots, stride=stride, offset=offset))
   return jax.ffi.ffi_call(_FUSED["pointwise_slots"], out)(mask, pw, *slots, stride=np.int64(stride),
                                                           offset=np.int64(offset))
-
-
-def _pool_ffi(idx, *cands, kind, stride, kernel):
-  out = jax.ShapeDtypeStruct(_pool_out(cands[0].shape, stride), cands[0].dtype)
-  return jax.ffi.ffi_call(_POOL["pick"], out)(idx, *cands, kind=np.int64(kind), stride=np.int64(stride),
-                                              kernel=np.int64(kernel))
 
 
 def _node_sum_ffi(kinds, idxs, y0, *rest):
@@ -210,7 +186,6 @@ def _define(prim, abstract_fn, ffi_fn, reference_fn, multiple_results):
 
 _define(conv_pick_p, _conv_pick_abstract, _conv_pick_ffi, reference_conv_pick, True)
 _define(slots_p, _slots_abstract, _slots_ffi, reference_slots, True)
-_define(pool_pick_p, _pool_abstract, _pool_ffi, reference_pool, False)
 _define(node_sum_p, _node_sum_abstract, _node_sum_ffi, reference_node_sum, False)
 _define(placeholder_p, _placeholder_abstract, _placeholder_ffi, _placeholder_reference, False)
 # No operands: nothing to differentiate or batch.
@@ -251,7 +226,6 @@ def _with_reference_jvp(prim, reference_fn, static: tuple[str, ...]):
 
 _conv_pick = _with_reference_jvp(conv_pick_p, reference_conv_pick, ("stride", "dilation", "affine"))
 _slots = _with_reference_jvp(slots_p, reference_slots, ("stride", "offset"))
-_pool = _with_reference_jvp(pool_pick_p, reference_pool, ("kind", "stride", "kernel"))
 _node_sum = _with_reference_jvp(node_sum_p, reference_node_sum, ())
 
 
@@ -317,30 +291,6 @@ def relu_pointwise_slots(mask: jax.Array, pw: jax.Array, slots, *, stride: int =
   if stride < 1 or not 0 <= offset < stride:
     raise ValueError(f"relu_pointwise_slots needs stride >= 1 and 0 <= offset < stride, got {stride}, {offset}")
   return tuple(_slots(jnp.asarray(mask, slots[0].dtype), pw, *slots, stride=int(stride), offset=int(offset)))
-
-
-def pool_pick(idx: jax.Array, candidates, kind: str, *, stride: int = 1, kernel: int = 3) -> jax.Array:
-  """``avg_pool`` / ``max_pool`` (or a copy) of ``candidates[idx]`` without copying the input first.
-
-  Args:
-    idx: int32 scalar (may be traced).
-    candidates: arrays ``[N, H, W, C]`` of one shape.
-    kind: "avg" (padded cells not counted), "max" or "copy" (stride 1).
-    stride: 1 or more; the output is ``ceil(H / stride) x ceil(W / stride)``.
-    kernel: odd window size (1 for "copy").
-
-  Returns:
-    ``[N, Ho, Wo, C]``.
-  """
-  candidates = _check_candidates("pool_pick", candidates)
-  if kind not in POOL_KINDS:
-    raise ValueError(f"pool_pick kind must be one of {sorted(POOL_KINDS)}, got {kind!r}")
-  if kind == "copy":
-    stride, kernel = 1, 1
-  if kernel % 2 == 0 or stride < 1:
-    raise ValueError(f"pool_pick needs an odd kernel and stride >= 1, got kernel {kernel}, stride {stride}")
-  return _pool(jnp.asarray(idx, jnp.int32), *candidates, kind=POOL_KINDS[kind], stride=int(stride),
-               kernel=int(kernel))
 
 
 def placeholder(shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:

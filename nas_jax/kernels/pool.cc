@@ -1,16 +1,12 @@
-// Forward pooling on one of several candidate inputs, for XLA:CPU through the
-// XLA FFI: y = pool(candidates[idx]) with 'same' padding, where pool is
-//
-//   kind 0: average over the k x k window, padded cells not counted
-//           (count_include_pad=False, as ops.avg_pool);
-//   kind 1: maximum over the window, padded cells ignored (ops.max_pool);
-//   kind 2: a copy (k = 1, stride 1: the identity op).
-//
-// An edge of the weight-sharing supernet picks its input among the cell's
-// states with a traced index. In XLA that is a dynamic slice (a full copy of
-// the input) and then a padded copy for the window; here the kernel reads the
-// chosen state in place, one pass that writes only y. Forward only: the
-// primitive in nas_jax/kernels/pick.py differentiates its pure-JAX reference.
+// The nodes of a weight-sharing supernet cell, forward, for XLA:CPU through the
+// XLA FFI (NodeSum below): each node is the sum of its two edges, where an edge
+// is an op's output with its last batch norm still to apply, or a 3x3 average
+// pool (padded cells not counted, as ops.avg_pool), 3x3 max pool (padded cells
+// ignored, as ops.max_pool) or copy of the state a traced index picks. In XLA
+// a pool edge is a dynamic slice (a full copy of the input), a padded copy for
+// the window, the pool's output and the add that reads it again; here the
+// pools read the chosen state in place and each node row is summed in cache.
+// Forward only: nas_jax/kernels/pick.py differentiates its pure-JAX reference.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -28,8 +24,9 @@ struct PoolGeometry {
   int64_t n, h, w, c, ho, wo, k, stride, pad, kind;
 };
 
-// One output row (sample n, output row ho) of a window pool; the window of
-// (ho, wo) covers input rows ho*s - pad + i and columns wo*s - pad + j.
+// One output row (sample n, output row ho) of a window pool (kind 0 average,
+// 1 max); the window of (ho, wo) covers input rows ho*s - pad + i and columns
+// wo*s - pad + j.
 template <int kC>
 void PoolRow(const PoolGeometry& g, const float* __restrict x, float* __restrict yr, int64_t n, int64_t ho) {
   const int64_t C = kC > 0 ? kC : g.c;
@@ -76,44 +73,6 @@ void PoolRow(const PoolGeometry& g, const float* __restrict x, float* __restrict
   }
 }
 
-ffi::Error PoolPick(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> idx, ffi::RemainingArgs candidates,
-                    ffi::ResultBuffer<ffi::F32> y, int64_t kind, int64_t stride, int64_t kernel) {
-  if (idx.element_count() != 1) return ffi::Error::InvalidArgument("pool pick: idx must be a scalar");
-  const int64_t i = idx.typed_data()[0];
-  if (i < 0 || i >= static_cast<int64_t>(candidates.size()))
-    return ffi::Error::InvalidArgument("pool pick: idx out of range of the candidate inputs");
-  auto x = candidates.get<ffi::Buffer<ffi::F32>>(i);
-  if (x.has_error()) return x.error();
-  auto xd = x->dimensions();
-  auto yd = y->dimensions();
-  if (xd.size() != 4 || yd.size() != 4 || xd[0] != yd[0] || xd[3] != yd[3])
-    return ffi::Error::InvalidArgument("pool pick: need x [N, H, W, C] and y [N, Ho, Wo, C]");
-  if (kind < 0 || kind > 2 || kernel < 1 || kernel % 2 == 0 || stride < 1 || (kind == 2 && (kernel != 1 || stride != 1)))
-    return ffi::Error::InvalidArgument("pool pick: kind 0/1 (avg/max) with an odd kernel, or kind 2 (copy) with k = 1");
-  PoolGeometry g{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], kernel, stride, (kernel - 1) / 2, kind};
-  if (g.ho != (g.h - 1) / stride + 1 || g.wo != (g.w - 1) / stride + 1)
-    return ffi::Error::InvalidArgument("pool pick: output shape mismatch");
-  const float* xs = x->typed_data();
-  float* ys = y->typed_data();
-  const int64_t rows = g.n * g.ho;
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, rows));
-  if (kind == 2) {
-    const int64_t per_row = g.w * g.c;
-    ParallelFor(pool, chunks, [&](int64_t ch) {
-      const int64_t r0 = ch * rows / chunks, r1 = (ch + 1) * rows / chunks;
-      std::memcpy(ys + r0 * per_row, xs + r0 * per_row, sizeof(float) * (r1 - r0) * per_row);
-    });
-    return ffi::Error::Success();
-  }
-  void (*row_fn)(const PoolGeometry&, const float*, float*, int64_t, int64_t) = nullptr;
-  nas_jax::DispatchWidth(g.c, [&]<int kC>() { row_fn = &PoolRow<kC>; });
-  ParallelFor(pool, chunks, [&](int64_t ch) {
-    for (int64_t r = ch * rows / chunks; r < (ch + 1) * rows / chunks; ++r)
-      row_fn(g, xs, ys + r * g.wo * g.c, r / g.ho, r % g.ho);
-  });
-  return ffi::Error::Success();
-}
-
 // A node of a supernet cell in one pass: node = edge_0 + edge_1, where edge e is
 //   kind 0:       y_e * a_e + b_e (a separable conv or factorized reduce, its last
 //                 batch norm applied here);
@@ -147,10 +106,7 @@ ffi::Error NodeSum(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> kinds, ffi::Buffe
       return ffi::Error::InvalidArgument("node sum: y must have the node's shape, a and b C elements");
     ed.y = ys[e]->typed_data(); ed.a = as[e]->typed_data(); ed.b = bs[e]->typed_data(); ed.x = nullptr;
     if (ed.kind == 0) continue;
-    const int64_t i = idxs.typed_data()[e];
-    if (i < 0 || i >= static_cast<int64_t>(states.size()))
-      return ffi::Error::InvalidArgument("node sum: idx out of range of the states");
-    auto x = states.get<ffi::Buffer<ffi::F32>>(i);
+    auto x = nas_jax::PickArg(idxs.typed_data()[e], states);
     if (x.has_error()) return x.error();
     auto xd = x->dimensions();
     if (xd.size() != 4 || xd[0] != n || xd[3] != c) return ffi::Error::InvalidArgument("node sum: bad state shape");
@@ -208,16 +164,6 @@ ffi::Error NodeSum(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> kinds, ffi::Buffe
 ffi::Error Placeholder(ffi::ResultBuffer<ffi::F32> y) { return ffi::Error::Success(); }
 
 }  // namespace
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxPoolPick, PoolPick,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .RemainingArgs()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("kind")
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("kernel"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NasJaxPoolNodeSum, NodeSum,
                               ffi::Ffi::Bind()

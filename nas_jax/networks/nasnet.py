@@ -782,9 +782,9 @@ def make_eval_archs(config: SupernetConfig | dict[str, Any], *, method: str = "m
 # the next cells' ReLU-conv1x1-BN through ``kernels.pick.relu_pointwise_slots``
 # (which also skips the nodes whose flag is 0), the classifier per node. Each
 # edge's op reads its input among the cell's states with the traced index
-# (``relu_conv_moments_pick``, ``pool_pick``) and returns its output as
-# ``(y, scale, shift)`` with the op's last batch norm still to apply, so that the
-# two edges of a node are normalised and added in one pass.
+# (``relu_conv_moments_pick``) and returns its output as ``(y, scale, shift)``
+# with the op's last batch norm still to apply; ``node_sum`` normalises and adds
+# the two edges of a node in one pass and runs the pools and identities there.
 def _count(y):
   return y.shape[0] * y.shape[1] * y.shape[2]
 
