@@ -249,8 +249,47 @@ def test_fused_half_matches_unfused_values_and_gradients(shape):
   assert float(jnp.min(var)) >= 0
 
   def loss(f):
-    return lambda x, w: jnp.sum(jnp.tanh(f(x, a, b, w)[0]) ** 2) + jnp.sum(f(x, a, b, w)[1] * f(x, a, b, w)[2])
-  _close(jax.grad(loss(fused), argnums=(0, 1))(x, weights), jax.grad(loss(ref), argnums=(0, 1))(x, weights))
+    return lambda x, a, b, w: (jnp.sum(jnp.tanh(f(x, a, b, w)[0]) ** 2)
+                               + jnp.sum(f(x, a, b, w)[1] * f(x, a, b, w)[2]))
+  # Reverse mode runs the fused backward kernel (the transpose of the JVP); the
+  # cotangents of y, mean and var all reach it.
+  argnums = (0, 1, 2, 3) if affine else (0, 3)
+  grad_fused = jax.jit(jax.grad(loss(fused), argnums=argnums))
+  assert "backward" in grad_fused.lower(x, a, b, weights).compile().as_text()
+  _close(grad_fused(x, a, b, weights), jax.grad(loss(ref), argnums=argnums)(x, a, b, weights), tol=1e-4)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [FUSED_SHAPES[0], FUSED_SHAPES[3]])
+def test_fused_backward_kernel_matches_reference_and_higher_orders_still_work(shape):
+  """``vjp_p`` (the kernel) vs ``vjp_reference``; forward mode, HVPs and vmap(grad) through the references."""
+  x, a, b, weights = _fused_inputs(shape)
+  stride, dilation, affine = shape[6:]
+  ka, kb = a, b  # relu_conv_moments' arguments (None: no input affine map)
+  if not affine:
+    a = b = jnp.zeros(x.shape[-1])
+  y = F.relu_conv_moments(x, ka, kb, weights, stride=stride, dilation=dilation)[0]
+  co = y.shape[-1]
+  gy = jax.random.normal(jax.random.key(7), y.shape)
+  c0, c1 = jnp.linspace(-0.2, 0.3, co), jnp.linspace(0.01, -0.02, co)
+  params = dict(stride=stride, dilation=dilation, affine=affine)
+  got = jax.jit(lambda *args: F.vjp_p.bind(*args, **params))(x, a, b, *weights, y, gy, c0, c1)
+  _close(got, F.vjp_reference(x, a, b, *weights, y, gy, c0, c1, **params), tol=1e-4)
+  assert jax.tree.structure(tuple(got)) == jax.tree.structure((x, a, b, *weights))
+
+  def f(s):  # a scalar path through the kernel: y, mean and var all used
+    y, mean, var = F.relu_conv_moments(x * s, ka, kb, weights, stride=stride, dilation=dilation)
+    return jnp.sum(jnp.tanh(y) ** 2) + jnp.sum(mean * var)
+
+  def f_ref(s):
+    return jnp.sum(jnp.tanh(F.reference(x * s, a, b, *weights, **params)[0]) ** 2) + jnp.sum(
+        jnp.prod(jnp.stack(F.reference(x * s, a, b, *weights, **params)[1:]), axis=0))
+
+  s = jnp.float32(1.3)
+  _close(jax.jvp(f, (s,), (jnp.float32(1.0),)), jax.jvp(f_ref, (s,), (jnp.float32(1.0),)), tol=1e-4)
+  _close(jax.hessian(f)(s), jax.hessian(f_ref)(s), tol=1e-3)
+  ss = jnp.array([0.7, 1.3])
+  _close(jax.vmap(jax.grad(f))(ss), jax.vmap(jax.grad(f_ref))(ss), tol=1e-4)
 
 
 @needs_kernels

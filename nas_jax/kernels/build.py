@@ -49,7 +49,7 @@ TARGETS_BY_OP = {op: tuple((m, f"nas_jax_{op}_{m}") for m in ("forward", "input_
                  for op in ("depthwise", "pointwise")}
 TARGETS_BY_OP["fused"] = tuple((m, f"nas_jax_fused_{m}")
                                for m in ("depthwise_pointwise", "pointwise", "depthwise_pointwise_pick",
-                                         "pointwise_slots"))
+                                         "pointwise_slots", "depthwise_pointwise_backward", "pointwise_backward"))
 TARGETS_BY_OP["pool"] = tuple((m, f"nas_jax_pool_{m}") for m in ("node_sum", "placeholder"))
 TARGETS = tuple((target, "".join(w.capitalize() for w in target.split("_")))
                 for maps in TARGETS_BY_OP.values() for _, target in maps)

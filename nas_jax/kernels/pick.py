@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
+from jax.interpreters import ad, batching
 
-from nas_jax.kernels import build, depthwise, fused
+from nas_jax.kernels import build, depthwise, fused, primitive
 
 _FUSED = dict(build.TARGETS_BY_OP["fused"])
 _POOL = dict(build.TARGETS_BY_OP["pool"])
@@ -167,27 +167,10 @@ def _placeholder_reference(*, shape, dtype):
   return jnp.zeros(shape, dtype)
 
 
-def _define(prim, abstract_fn, ffi_fn, reference_fn, multiple_results):
-  prim.def_abstract_eval(abstract_fn)
-  prim.def_impl(lambda *args, **params: jax.jit(functools.partial(prim.bind, **params))(*args))
-  portable = mlir.lower_fun(reference_fn, multiple_results=multiple_results)
-  kernel = mlir.lower_fun(ffi_fn, multiple_results=multiple_results)
-  mlir.register_lowering(prim, portable)
-  mlir.register_lowering(
-      prim, lambda ctx, *args, **params: (kernel if build.available() else portable)(ctx, *args, **params),
-      platform="cpu")
-
-  def batched(args, dims, **params):
-    out = jax.vmap(functools.partial(reference_fn, **params), in_axes=tuple(dims))(*args)
-    return out, ((0,) * len(out) if multiple_results else 0)
-
-  batching.primitive_batchers[prim] = batched
-
-
-_define(conv_pick_p, _conv_pick_abstract, _conv_pick_ffi, reference_conv_pick, True)
-_define(slots_p, _slots_abstract, _slots_ffi, reference_slots, True)
-_define(node_sum_p, _node_sum_abstract, _node_sum_ffi, reference_node_sum, False)
-_define(placeholder_p, _placeholder_abstract, _placeholder_ffi, _placeholder_reference, False)
+primitive.define_with_reference(conv_pick_p, _conv_pick_abstract, _conv_pick_ffi, reference_conv_pick, True)
+primitive.define_with_reference(slots_p, _slots_abstract, _slots_ffi, reference_slots, True)
+primitive.define_with_reference(node_sum_p, _node_sum_abstract, _node_sum_ffi, reference_node_sum, False)
+primitive.define_with_reference(placeholder_p, _placeholder_abstract, _placeholder_ffi, _placeholder_reference, False)
 # No operands: nothing to differentiate or batch.
 ad.primitive_jvps[placeholder_p] = lambda primals, tangents, **params: (
     placeholder_p.bind(**params), ad.Zero(jax.core.ShapedArray(params["shape"], params["dtype"])))

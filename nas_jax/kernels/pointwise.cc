@@ -26,10 +26,10 @@
 namespace {
 
 using nas_jax::MatmulRows;
+using nas_jax::WeightGradRows;
 
 constexpr int64_t kRowsPerItem = 256;   // rows per parallel work item (forward)
 constexpr int64_t kWeightGradChunks = 8;
-constexpr int64_t kTile = 64;           // rows per tile of the weight gradient
 
 // y [M, N] = x [M, K] @ w [K, N] on the pool.
 void Matmul(ffi::ThreadPool& pool, const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N) {
@@ -39,57 +39,6 @@ void Matmul(ffi::ThreadPool& pool, const float* x, const float* w, float* y, int
       MatmulRows<kN>(x, w, y, i * kRowsPerItem, std::min(M, (i + 1) * kRowsPerItem), K, N);
     });
   });
-}
-
-// dw[k, :N] += sum_{m in [m0, m1)} x[m, k] * g[m, :N] for k in [k0, K)
-void WeightGradRowsGeneric(const float* x, const float* g, float* dw, int64_t m0, int64_t m1, int64_t k0,
-                           int64_t K, int64_t N) {
-  for (int64_t t0 = m0; t0 < m1; t0 += kTile) {
-    const int64_t t1 = std::min(m1, t0 + kTile);
-    for (int64_t k = k0; k < K; ++k) {
-      float* dk = dw + k * N;
-      for (int64_t m = t0; m < t1; ++m) {
-        const float xv = x[m * K + k];
-        const float* gm = g + m * N;
-        for (int64_t n = 0; n < N; ++n) dk[n] += xv * gm[n];
-      }
-    }
-  }
-}
-
-template <int kN>
-void WeightGradRows(const float* x, const float* g, float* dw, int64_t m0, int64_t m1, int64_t K, int64_t N) {
-  int64_t k_done = 0;
-#ifdef NAS_JAX_AVX2
-  if constexpr (kN > 0) {
-    // kB rows of dW (kB * kN / 8 registers) summed over a tile of rows at a time.
-    constexpr int kV = kN / 8;
-    constexpr int kB = kV <= 2 ? 6 : (kV <= 4 ? 3 : (kV <= 6 ? 2 : 1));
-    k_done = K - K % kB;
-    for (int64_t t0 = m0; t0 < m1; t0 += kTile) {
-      const int64_t t1 = std::min(m1, t0 + kTile);
-      for (int64_t k0 = 0; k0 < k_done; k0 += kB) {
-        __m256 acc[kB][kV];
-        for (int b = 0; b < kB; ++b)
-          for (int v = 0; v < kV; ++v) acc[b][v] = _mm256_setzero_ps();
-        for (int64_t m = t0; m < t1; ++m) {
-          __m256 gv[kV];
-          for (int v = 0; v < kV; ++v) gv[v] = _mm256_loadu_ps(g + m * kN + 8 * v);
-          for (int b = 0; b < kB; ++b) {
-            const __m256 xv = _mm256_broadcast_ss(x + m * K + k0 + b);
-            for (int v = 0; v < kV; ++v) acc[b][v] = _mm256_fmadd_ps(xv, gv[v], acc[b][v]);
-          }
-        }
-        for (int b = 0; b < kB; ++b)
-          for (int v = 0; v < kV; ++v) {
-            float* d = dw + (k0 + b) * kN + 8 * v;
-            _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), acc[b][v]));
-          }
-      }
-    }
-  }
-#endif
-  if (k_done < K) WeightGradRowsGeneric(x, g, dw, m0, m1, k_done, K, N);
 }
 
 int64_t Rows(const ffi::Buffer<ffi::F32>& b) {
@@ -130,7 +79,7 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
                       ffi::ResultBuffer<ffi::F32> dw) {
   const int64_t M = Rows(x), K = Width(x), N = Width(g);
   if (Rows(g) != M) return ffi::Error::InvalidArgument("pointwise: x and g need the same rows");
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kWeightGradChunks, M / kTile));
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kWeightGradChunks, M / nas_jax::kWeightGradTile));
   std::vector<float> parts(chunks * K * N, 0.0f);
   const float* xs = x.typed_data();
   const float* gs = g.typed_data();

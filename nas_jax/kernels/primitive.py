@@ -15,7 +15,7 @@ from typing import Callable
 import jax
 import numpy as np
 from jax.extend.core import Primitive
-from jax.interpreters import mlir
+from jax.interpreters import ad, batching, mlir
 
 from nas_jax.kernels import build
 
@@ -49,3 +49,43 @@ def define(prim: Primitive, target: str, abstract_fn: Callable, xla_fn: Callable
 
   mlir.register_lowering(prim, portable)
   mlir.register_lowering(prim, cpu_rule, platform="cpu")
+
+
+def define_with_reference(prim: Primitive, abstract_fn: Callable, ffi_fn: Callable, reference_fn: Callable,
+                          multiple_results: bool) -> None:
+  """Gives ``prim`` its abstract evaluation, eager impl, lowerings and batching.
+
+  Args:
+    prim: the primitive.
+    abstract_fn: ``(*avals, **params) -> ShapedArray`` (a tuple of them with
+      ``multiple_results``).
+    ffi_fn: ``(*arrays, **params) -> array(s)`` calling the FFI kernel (the
+      CPU lowering where ``build.available()``).
+    reference_fn: the same maths in XLA ops: the lowering elsewhere, and
+      ``jax.vmap`` of it is the batching rule.
+    multiple_results: whether the primitive returns a tuple.
+  """
+  prim.def_abstract_eval(abstract_fn)
+  prim.def_impl(lambda *args, **params: jax.jit(functools.partial(prim.bind, **params))(*args))
+  portable = mlir.lower_fun(reference_fn, multiple_results=multiple_results)
+  kernel = mlir.lower_fun(ffi_fn, multiple_results=multiple_results)
+  mlir.register_lowering(prim, portable)
+  mlir.register_lowering(
+      prim, lambda ctx, *args, **params: (kernel if build.available() else portable)(ctx, *args, **params),
+      platform="cpu")
+
+  def batched(args, dims, **params):
+    out = jax.vmap(functools.partial(reference_fn, **params), in_axes=tuple(dims))(*args)
+    return out, ((0,) * len(out) if multiple_results else 0)
+
+  batching.primitive_batchers[prim] = batched
+
+
+def jvp_by_reference(prim: Primitive, reference_fn: Callable) -> None:
+  """Differentiates ``prim`` in forward mode through ``reference_fn`` (all operands floating)."""
+
+  def rule(primals, tangents, **params):
+    tangents = [ad.instantiate_zeros(t) for t in tangents]
+    return jax.jvp(functools.partial(reference_fn, **params), tuple(primals), tuple(tangents))
+
+  ad.primitive_jvps[prim] = rule
