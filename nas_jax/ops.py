@@ -258,9 +258,11 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1, impl:
     x: ``[N, H, W, C_in]``.
     w: ``[k, k, C_in, C_out]``.
     stride, dilation: spatial stride and kernel dilation.
-    impl: "lax" (XLA's convolution) or "taps" (a sum of ``k*k`` 1x1
-      convolutions of shifted windows, see ``branch_conv_impl``). 1x1
-      kernels are always one ``einsum``.
+    impl: "lax" (XLA's convolution), "taps" (a sum of ``k*k`` 1x1
+      convolutions of shifted windows, see ``branch_conv_impl``) or
+      "im2col" (the ``k*k`` shifted windows concatenated along channels,
+      then one 1x1 convolution, see ``stem_conv_impl``). 1x1 kernels are
+      always one ``pointwise_conv``.
 
   Returns:
     ``[N, out_size(H), out_size(W), C_out]``.
@@ -279,11 +281,29 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1, impl:
       term = jnp.einsum("nhwc,cd->nhwd", tap, w[i, j])
       out = term if out is None else out + term
     return out
+  if impl == "im2col":
+    ho, wo = out_size(x.shape[1], k, stride, dilation), out_size(x.shape[2], k, stride, dilation)
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    cols = jnp.concatenate([tap for _, _, tap in _taps(xp, k, stride, dilation, ho, wo)], axis=-1)
+    return pointwise_conv(cols, w.reshape(k * k * w.shape[2], w.shape[3]))
   if impl != "lax":
-    raise ValueError(f"unknown conv impl {impl!r}; choose 'lax' or 'taps'")
+    raise ValueError(f"unknown conv impl {impl!r}; choose 'lax', 'taps' or 'im2col'")
   return lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad), (pad, pad)],
                                   rhs_dilation=(dilation, dilation),
                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def stem_conv_impl() -> str:
+  """The ``conv2d`` impl for a network's stem (a 3x3 convolution of the few image channels).
+
+  XLA:CPU computes the weight gradient of a convolution with 3 input
+  channels slowly; as one 1x1 convolution of the ``9 * 3`` shifted windows
+  ("im2col") it runs on the pointwise kernels. Measured (jax 0.10.2, 2-core
+  CPU, 3x3 conv 3->48 on 64x32x32): weight gradient 22-25 ms (lax) vs
+  5.2-5.6 ms (im2col), forward 4.1-5.5 vs 3.9-4.7 ms. "im2col" on CPU,
+  "lax" elsewhere.
+  """
+  return "im2col" if jax.default_backend() == "cpu" else "lax"
 
 
 def branch_conv_impl() -> str:

@@ -33,16 +33,18 @@ def test_unknown_depthwise_impl_rejected():
 def test_conv2d_taps_matches_lax_and_gradients(stride, dilation, kernel, size):
   x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
   w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 4))
-  conv = {impl: jax.jit(lambda x, w, impl=impl: ops.conv2d(x, w, stride, dilation, impl)) for impl in ("taps", "lax")}
-  a, b = conv["taps"](x, w), conv["lax"](x, w)
+  impls = ("taps", "im2col", "lax")
+  conv = {impl: jax.jit(lambda x, w, impl=impl: ops.conv2d(x, w, stride, dilation, impl)) for impl in impls}
   o = ops.out_size(size, kernel, stride, dilation)
-  assert a.shape == b.shape == (2, o, o, 4)
-  np.testing.assert_allclose(a, b, atol=1e-4)
   grad = {impl: jax.jit(jax.grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))), (0, 1))) for impl, f in conv.items()}
-  for u, v in zip(grad["taps"](x, w), grad["lax"](x, w)):
-    np.testing.assert_allclose(u, v, atol=1e-4)
+  for impl in ("taps", "im2col"):
+    a, b = conv[impl](x, w), conv["lax"](x, w)
+    assert a.shape == b.shape == (2, o, o, 4)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    for u, v in zip(grad[impl](x, w), grad["lax"](x, w)):
+      np.testing.assert_allclose(u, v, atol=1e-4)
   with pytest.raises(ValueError, match="conv impl"):
-    ops.conv2d(x, w, impl="im2col")
+    ops.conv2d(x, w, impl="winograd")
 
 
 def test_pooling_matches_reference():

@@ -228,7 +228,7 @@ def _init_stem(key, c_in, c_out):
 
 
 def _stem(p, s, x, train):
-  return ops.relu_conv_bn(p, s, x, train=train, relu=False)
+  return ops.relu_conv_bn(p, s, x, train=train, relu=False, conv_impl=ops.stem_conv_impl())
 
 
 def _init_preprocess(key, c_prev_prev, c_prev, c, reduction_prev):
@@ -566,14 +566,19 @@ def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
   specs = _branch_specs(reduction)
 
   if not reduction:
-    pullbacks = [functools.partial(_pullback_branch, o, st, train) for o, st in specs]
-
-    def body(ct_states, xs):
-      pe, se, idx_e, op_e, e, scale_e = xs
+    def pullback(op, stride, pe, se, idx_e, e, scale_e, ct_states):
+      # The node's gradient is read inside the branch, where XLA fuses the
+      # read into the branch's first op instead of copying the slice out.
       g = lax.dynamic_index_in_dim(ct_states, 2 + e // 2, keepdims=False)  # node = sum of its 2 edges
       if scale_e is not None:
         g = g * ops.per_sample(scale_e, g)
-      d_p, d_h = lax.switch(op_e, pullbacks, pe, se, states, None, idx_e, g)
+      return _pullback_branch(op, stride, train, pe, se, states, None, idx_e, g)
+
+    pullbacks = [functools.partial(pullback, o, st) for o, st in specs]
+
+    def body(ct_states, xs):
+      pe, se, idx_e, op_e, e, scale_e = xs
+      d_p, d_h = lax.switch(op_e, pullbacks, pe, se, idx_e, e, scale_e, ct_states)
       old = lax.dynamic_index_in_dim(ct_states, idx_e, keepdims=False)
       return lax.dynamic_update_index_in_dim(ct_states, old + d_h, idx_e, 0), d_p
 
@@ -586,7 +591,10 @@ def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
   # Reduction cells: a branch's input gradient has the cell inputs' size
   # (strided ops) or the nodes' size; the other one is zero.
   def reduction_pullback(op, stride):
-    def run(pe, se, inputs, nodes, idx_e, g):
+    def run(pe, se, inputs, nodes, idx_e, e, scale_e, ct_nodes):
+      g = lax.dynamic_index_in_dim(ct_nodes, e // 2, keepdims=False)  # read in the branch, as above
+      if scale_e is not None:
+        g = g * ops.per_sample(scale_e, g)
       d_p, d_h = _pullback_branch(op, stride, train, pe, se, inputs, nodes, idx_e, g)
       if stride > 1:
         return d_p, d_h, jnp.zeros(nodes.shape[1:], d_h.dtype)
@@ -598,11 +606,8 @@ def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
   def body_r(carry, xs):
     ct_inputs, ct_nodes = carry
     pe, se, idx_e, op_e, e, scale_e = xs
-    g = lax.dynamic_index_in_dim(ct_nodes, e // 2, keepdims=False)
-    if scale_e is not None:
-      g = g * ops.per_sample(scale_e, g)
     d_p, d_in, d_node = lax.switch(_which_branch(True, idx_e, op_e), pullbacks, pe, se, inputs, states,
-                                   idx_e, g)
+                                   idx_e, e, scale_e, ct_nodes)
     i_in, i_node = jnp.minimum(idx_e, 1), jnp.clip(idx_e - 2, 0, num_nodes - 1)
     ct_inputs = lax.dynamic_update_index_in_dim(
         ct_inputs, lax.dynamic_index_in_dim(ct_inputs, i_in, keepdims=False) + d_in, i_in, 0)

@@ -127,7 +127,7 @@ def _init_stem(key, c_in, c):
 
 
 def _stem(p, s, x, train):
-  return ops.relu_conv_bn(p, s, x, train=train, relu=False)
+  return ops.relu_conv_bn(p, s, x, train=train, relu=False, conv_impl=ops.stem_conv_impl())
 
 
 def _init_res(key, c_in, c_out):
