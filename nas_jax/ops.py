@@ -114,16 +114,16 @@ _fusion = True
 
 
 def set_fusion(enabled: bool) -> None:
-  """Turns the fused forward kernel of separable-conv halves on or off (at trace time).
+  """Turns the fused kernels of separable-conv halves on or off (at trace time).
 
   When on (the default) and both ``depthwise_impl()`` and ``pointwise_impl()``
   are "kernel", ``sep_conv``, ``dil_conv`` and 1x1 ``relu_conv_bn`` compute
   ReLU -> [depthwise ->] 1x1 -> batch-norm statistics with
-  ``nas_jax.kernels.fused``: one pass over memory instead of five wherever the
-  forward is not differentiated (evaluation, and the supernet cell scan's
-  custom-VJP forward, whose backward recomputes each edge); derivatives run the
-  unfused kernels. It also selects the nasnet supernet's forward-only
-  evaluation (``networks.nasnet.make_eval_archs``, ``kernels.pick``).
+  ``nas_jax.kernels.fused``: one pass over memory instead of five in the
+  forward, and one fused backward kernel per half in reverse mode (forward
+  mode and second derivatives run the unfused kernels). It also selects the
+  nasnet supernet's forward-only evaluation
+  (``networks.nasnet.make_eval_archs``, ``kernels.pick``).
   """
   global _fusion
   _fusion = bool(enabled)
