@@ -194,14 +194,7 @@ ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy, ffi::Buffer
   float* ds = dx->typed_data();
   // Stride 1: the input gradient is the forward convolution of gy with the
   // kernel flipped in both axes ('same' padding is symmetric), on the fast rows.
-  std::vector<float> flipped;
-  if (g.stride == 1) {
-    flipped.resize(g.k * g.k * g.c);
-    for (int64_t i = 0; i < g.k; ++i)
-      for (int64_t j = 0; j < g.k; ++j)
-        std::memcpy(flipped.data() + (i * g.k + j) * g.c, ws + ((g.k - 1 - i) * g.k + (g.k - 1 - j)) * g.c,
-                    sizeof(float) * g.c);
-  }
+  const std::vector<float> flipped = g.stride == 1 ? nas_jax::FlippedKernel(ws, g.k, g.c) : std::vector<float>();
   DispatchWidth(g.c, [&]<int kC>() {
     ParallelFor(pool, g.n, [&](int64_t n) {
       if (g.stride == 1 && nas_jax::DepthwiseRowAvxHandles<kC>(g.k)) {

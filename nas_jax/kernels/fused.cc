@@ -695,16 +695,9 @@ ffi::Error Backward(ffi::ThreadPool& pool, const ffi::Buffer<ffi::F32>& x, const
                         pw.typed_data(), pwt.data(),      y.typed_data(),  gy.typed_data(),
                         c0.typed_data(), c1.typed_data(), gx->typed_data()};
   // Stride 1 on the register-blocked rows: the depthwise transpose as a forward with the kernel flipped.
-  std::vector<float> flipped;
   bool gather = false;
   DispatchWidth(g.c, [&]<int kC>() { gather = k > 0 && stride == 1 && nas_jax::DepthwiseRowAvxHandles<kC>(k); });
-  if (gather) {
-    flipped.resize(k * k * g.c);
-    for (int64_t i = 0; i < k; ++i)
-      for (int64_t j = 0; j < k; ++j)
-        std::memcpy(flipped.data() + (i * k + j) * g.c, dw + ((k - 1 - i) * k + (k - 1 - j)) * g.c,
-                    sizeof(float) * g.c);
-  }
+  const std::vector<float> flipped = gather ? nas_jax::FlippedKernel(dw, k, g.c) : std::vector<float>();
   const int64_t units = k > 0 ? g.n : g.n * g.h;  // samples, or rows of the 1x1 variant
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kMaxBackwardChunks, units));
   const int64_t sizes[4] = {g.c * g.cout, k * k * g.c, g.c, g.c};

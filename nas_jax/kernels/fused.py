@@ -161,9 +161,8 @@ def _jvp_transpose(cts, *args, stride, dilation, affine, n_weights):
   # d mean / dy = 1 / M; d var / dy = 2 (y - mean) / M where var > 0 (the max(., 0) of batch_moments).
   c1 = 2.0 * jnp.where(var > 0, g_var, 0.0) / count
   c0 = g_mean / count - c1 * mean
+  # Without the input affine map, ga and gb come back zero (kernel and reference).
   grads = vjp_p.bind(*primals, y, gy, c0, c1, stride=stride, dilation=dilation, affine=affine)
-  if not affine:
-    grads = (grads[0], jnp.zeros_like(grads[1]), jnp.zeros_like(grads[2]), *grads[3:])
   return ([None] * (len(primals) + 3)
           + [g if ad.is_undefined_primal(t) else None for g, t in zip(grads, tangents)])
 

@@ -12,6 +12,7 @@
 #define NAS_JAX_KERNELS_DEPTHWISE_ROW_H_
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "nas_jax_kernels_matmul.h"  // NAS_JAX_AVX2, immintrin.h
@@ -73,6 +74,17 @@ void DepthwiseRowAvx(const float* const* rows, const float* __restrict dw, float
       }
   }
 #endif
+}
+
+// The kernel dw [k, k, c] flipped in both spatial axes: a stride-1 'same'
+// depthwise convolution's input gradient is the forward convolution of the
+// output gradient with it (the padding is symmetric).
+inline std::vector<float> FlippedKernel(const float* dw, int64_t k, int64_t c) {
+  std::vector<float> flipped(k * k * c);
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < k; ++j)
+      std::memcpy(flipped.data() + (i * k + j) * c, dw + ((k - 1 - i) * k + (k - 1 - j)) * c, sizeof(float) * c);
+  return flipped;
 }
 
 // The k input rows of each output row, zero-bordered (wp = w + 2 * pad columns

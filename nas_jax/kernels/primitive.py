@@ -32,17 +32,22 @@ def define(prim: Primitive, target: str, abstract_fn: Callable, xla_fn: Callable
     int_attrs: params passed to the FFI handler as int64 attributes (the
       others only shape the output).
   """
-  prim.def_abstract_eval(abstract_fn)
-  # Outside jit a primitive runs as its own small jitted program.
-  prim.def_impl(lambda *args, **params: jax.jit(functools.partial(prim.bind, **params))(*args))
-
   def ffi_fn(*args, **params):
     aval = abstract_fn(*(jax.core.ShapedArray(a.shape, a.dtype) for a in args), **params)
     call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(aval.shape, aval.dtype))
     return call(*args, **{name: np.int64(params[name]) for name in int_attrs})
 
-  portable = mlir.lower_fun(xla_fn, multiple_results=False)
-  kernel = mlir.lower_fun(ffi_fn, multiple_results=False)
+  _register(prim, abstract_fn, ffi_fn, xla_fn, multiple_results=False)
+
+
+def _register(prim: Primitive, abstract_fn: Callable, ffi_fn: Callable, xla_fn: Callable,
+              multiple_results: bool) -> None:
+  """Abstract evaluation, eager impl, and the lowerings: ``ffi_fn`` on CPU with the kernels, else ``xla_fn``."""
+  prim.def_abstract_eval(abstract_fn)
+  # Outside jit a primitive runs as its own small jitted program.
+  prim.def_impl(lambda *args, **params: jax.jit(functools.partial(prim.bind, **params))(*args))
+  portable = mlir.lower_fun(xla_fn, multiple_results=multiple_results)
+  kernel = mlir.lower_fun(ffi_fn, multiple_results=multiple_results)
 
   def cpu_rule(ctx, *args, **params):
     return (kernel if build.available() else portable)(ctx, *args, **params)
@@ -65,14 +70,7 @@ def define_with_reference(prim: Primitive, abstract_fn: Callable, ffi_fn: Callab
       ``jax.vmap`` of it is the batching rule.
     multiple_results: whether the primitive returns a tuple.
   """
-  prim.def_abstract_eval(abstract_fn)
-  prim.def_impl(lambda *args, **params: jax.jit(functools.partial(prim.bind, **params))(*args))
-  portable = mlir.lower_fun(reference_fn, multiple_results=multiple_results)
-  kernel = mlir.lower_fun(ffi_fn, multiple_results=multiple_results)
-  mlir.register_lowering(prim, portable)
-  mlir.register_lowering(
-      prim, lambda ctx, *args, **params: (kernel if build.available() else portable)(ctx, *args, **params),
-      platform="cpu")
+  _register(prim, abstract_fn, ffi_fn, reference_fn, multiple_results)
 
   def batched(args, dims, **params):
     out = jax.vmap(functools.partial(reference_fn, **params), in_axes=tuple(dims))(*args)

@@ -552,6 +552,15 @@ def _cell_scan_fwd(reduction, num_nodes, train, p, s, x0, x1, idx, op, mask, sca
           (p, s, inputs if reduction else None, states, idx, op, mask, scale))
 
 
+def _edge_cotangent(ct_states, node, scale_e):
+  """The cotangent of an edge's output: its node's (a node is the sum of its two
+  edges), times the edge's drop-path factors. Called inside the edge's branch,
+  where XLA fuses the read into the branch's first op instead of copying the
+  slice out."""
+  g = lax.dynamic_index_in_dim(ct_states, node, keepdims=False)
+  return g if scale_e is None else g * ops.per_sample(scale_e, g)
+
+
 def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
   p, s, inputs, states, idx, op, mask, scale = res
   # The gradient of each node from the cell output, written once into the
@@ -567,11 +576,7 @@ def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
 
   if not reduction:
     def pullback(op, stride, pe, se, idx_e, e, scale_e, ct_states):
-      # The node's gradient is read inside the branch, where XLA fuses the
-      # read into the branch's first op instead of copying the slice out.
-      g = lax.dynamic_index_in_dim(ct_states, 2 + e // 2, keepdims=False)  # node = sum of its 2 edges
-      if scale_e is not None:
-        g = g * ops.per_sample(scale_e, g)
+      g = _edge_cotangent(ct_states, 2 + e // 2, scale_e)
       return _pullback_branch(op, stride, train, pe, se, states, None, idx_e, g)
 
     pullbacks = [functools.partial(pullback, o, st) for o, st in specs]
@@ -592,9 +597,7 @@ def _cell_scan_bwd(reduction, num_nodes, train, res, ct):
   # (strided ops) or the nodes' size; the other one is zero.
   def reduction_pullback(op, stride):
     def run(pe, se, inputs, nodes, idx_e, e, scale_e, ct_nodes):
-      g = lax.dynamic_index_in_dim(ct_nodes, e // 2, keepdims=False)  # read in the branch, as above
-      if scale_e is not None:
-        g = g * ops.per_sample(scale_e, g)
+      g = _edge_cotangent(ct_nodes, e // 2, scale_e)
       d_p, d_h = _pullback_branch(op, stride, train, pe, se, inputs, nodes, idx_e, g)
       if stride > 1:
         return d_p, d_h, jnp.zeros(nodes.shape[1:], d_h.dtype)
