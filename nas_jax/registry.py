@@ -17,6 +17,8 @@ from typing import Any
 SPACES: dict[str, str] = {
     "nasnet": "nas_jax.spaces.nasnet:NasNetSpace",
     "nb201": "nas_jax.spaces.nb201:NB201Space",
+    "darts": "nas_jax.spaces.darts:DartsSpace",
+    "rnn": "nas_jax.spaces.rnn:RNNSpace",
 }
 
 STRATEGIES: dict[str, str] = {
@@ -24,6 +26,8 @@ STRATEGIES: dict[str, str] = {
     "evolution": "nas_jax.strategies.evolution:RegularizedEvolution",
     "reinforce": "nas_jax.strategies.reinforce:Reinforce",
     "nao": "nas_jax.strategies.nao:NAO",
+    # one-shot methods (kind "oneshot": nas_jax.oneshot.base)
+    "darts": "nas_jax.oneshot.darts:DARTS",
 }
 
 EVALUATORS: dict[str, str] = {

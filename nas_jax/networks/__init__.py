@@ -40,3 +40,20 @@ def build_child(space, arch, **config: Any):
     and ``batch_stats``; rng stream ``drop_path`` when ``drop_prob > 0``.
   """
   return family(space.name).build_child(space, arch, **config)
+
+
+#: The tasks (``nas_jax.tasks``) each space's networks serve, declared with the
+#: family's registration so that configs are checked without importing the
+#: networks; ``tests`` check them against each family's own ``tasks``.
+SERVED_TASKS = {"nasnet": ("images",), "nb201": ("images",), "darts": ("images",),
+                "rnn": ("language_model",)}
+
+
+def served_tasks(space_name: str) -> tuple[str, ...] | None:
+  """The tasks the networks of ``space_name`` serve, or None when unknown.
+
+  Example:
+    >>> served_tasks("rnn")
+    ('language_model',)
+  """
+  return SERVED_TASKS.get(space_name)

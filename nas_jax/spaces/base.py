@@ -36,12 +36,16 @@ class SearchSpace(abc.ABC):
     arch_shape: shape of the int32 architecture array.
     token_length: length L of the token sequence.
     vocab_size: V, token values are ``1..V-1``; 0 is start/end.
+    default_evaluator: the evaluator that ``evaluator.name = "auto"`` means on
+      this space (``"tabular"`` where a benchmark table exists, ``"supernet"``
+      where a weight-sharing supernet does, else ``"scratch"``).
   """
 
   name: str
   arch_shape: tuple[int, ...]
   token_length: int
   vocab_size: int
+  default_evaluator: str = "scratch"
 
   # --- sampling -----------------------------------------------------------
   @abc.abstractmethod

@@ -146,6 +146,7 @@ class NasNetSpace(SearchSpace):
   """
 
   name = "nasnet"
+  default_evaluator = "supernet"
   arch_shape = (NUM_CELLS, NUM_NODES, 4)
   token_length = NUM_CELLS * NUM_NODES * 4
   vocab_size = VOCAB_SIZE

@@ -319,6 +319,7 @@ class NB201Space(SearchSpace):
   """
 
   name = "nb201"
+  default_evaluator = "tabular"
   arch_shape = (NUM_EDGES,)
   token_length = NUM_EDGES
   vocab_size = NUM_OPS + 1
