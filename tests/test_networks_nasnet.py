@@ -8,6 +8,9 @@ import pytest
 
 from nas_jax import ops
 from nas_jax.networks import nasnet as N
+from nas_jax.networks import supernet as supernet_lib
+from nas_jax.networks.nasnet import common as NC
+from nas_jax.networks.nasnet import supernet as NS
 
 CFG = N.SupernetConfig(num_classes=3, init_channels=2, layers=3)  # normal, reduction, reduction
 SHAPE = (8, 8, 1)
@@ -63,7 +66,7 @@ def test_custom_backward_equals_autodiff(reduction, drop, monkeypatch):
   # fused kernel is tested against the unfused ops in test_kernels.py.
   monkeypatch.setattr(ops, "_fusion", False)
   c = 3
-  p, s = N._stacked(lambda k: N._init_edge(k, c, reduction, True),  # pylint: disable=protected-access
+  p, s = NC.stacked(lambda k: NC.init_edge(k, c, reduction, True),
                     jax.random.split(jax.random.key(0), 10))
   x0 = jax.random.normal(jax.random.key(1), (2, 6, 6, c))
   x1 = jax.random.normal(jax.random.key(2), (2, 6, 6, c))
@@ -76,8 +79,8 @@ def test_custom_backward_equals_autodiff(reduction, drop, monkeypatch):
     out, _ = cell_fn(reduction, 5, True, p, s, x0, x1, idx, op, mask, scale)  # 5 nodes along channels
     return jnp.sum(jnp.sin(out) * jnp.arange(1, out.shape[-1] + 1))
 
-  custom = jax.jit(jax.grad(functools.partial(loss, N._cell_scan), argnums=(0, 1, 2)))
-  reference = jax.jit(jax.grad(functools.partial(loss, N._cell_scan_forward), argnums=(0, 1, 2)))
+  custom = jax.jit(jax.grad(functools.partial(loss, NS._cell_scan), argnums=(0, 1, 2)))
+  reference = jax.jit(jax.grad(functools.partial(loss, NS._cell_scan_forward), argnums=(0, 1, 2)))
   for arch in _archs(3, seed=7):
     cell_arch = jnp.asarray(arch[int(reduction)])
     got, want = custom(p, x0, x1, cell_arch), reference(p, x0, x1, cell_arch)
@@ -107,7 +110,39 @@ def test_drop_path_scale():
     np.testing.assert_array_equal(N.drop_path_scale(jax.random.key(0), cell_arch, reduction, 0.0, 8), 1.0)
 
 
-def test_drop_path_scan_equals_unrolled(supernet):
+def _reference_cell(p, s, x0, x1, cell_arch, reduction, train, scale=None):
+  """A supernet cell restated for one concrete architecture with plain Python loops: each edge's
+  op called directly from ``ops``, times its drop-path factors; the output is the concatenation of
+  all nodes, each times its loose-end flag."""
+  cell_arch = np.asarray(cell_arch)
+  states = [x0, x1]
+  for n in range(cell_arch.shape[0]):
+    node = 0.0
+    for slot in range(2):
+      e, inp, op = 2 * n + slot, int(cell_arch[n, 2 * slot]), int(cell_arch[n, 2 * slot + 1])
+      pe, se = jax.tree.map(lambda a, e=e: a[e], (p, s))
+      stride = 2 if reduction and inp < 2 else 1
+      h = states[inp]
+      if op in (N.SEP3, N.SEP5):
+        name = "sep3" if op == N.SEP3 else "sep5"
+        y = ops.sep_conv(pe[name], se[name], h, train=train, stride=stride)[0]
+      elif op == N.AVG:
+        y = ops.avg_pool(h, stride)
+      elif op == N.MAX:
+        y = ops.max_pool(h, stride)
+      elif stride == 1:
+        y = h
+      else:
+        y = ops.factorized_reduce(pe["fr"], se["fr"], h, train=train)[0]
+      if scale is not None:
+        y = y * scale[e][:, None, None, None]
+      node = node + y
+    states.append(node)
+  used = {int(v) for v in cell_arch[:, [0, 2]].ravel()}
+  return jnp.concatenate([states[2 + j] * float(2 + j not in used) for j in range(cell_arch.shape[0])], axis=-1)
+
+
+def test_drop_path_and_scan_cell_equal_plain_restatement(supernet):
   params, stats, x, _ = supernet
   apply = jax.jit(functools.partial(N.supernet_apply, config=CFG, train=True))
   arch = _archs(1, seed=9)[0]
@@ -116,19 +151,22 @@ def test_drop_path_scan_equals_unrolled(supernet):
   np.testing.assert_allclose(off, plain, atol=1e-6)
   dropped, _ = apply(params, stats, arch, x, rng=jax.random.key(1), drop_prob=0.5)
   assert np.abs(np.asarray(dropped) - np.asarray(plain)).max() > 1e-3
-  # The scan cell against the unrolled one (independent edge code), on a reduction cell.
+  # The scan cell (traced arch, switch, state buffer) against a plain restatement of the same cell
+  # for the concrete arch (independent edge code), on a normal and a reduction cell with drop-path.
   c = 3
-  p, s = N._stacked(lambda k: N._init_edge(k, c, True, True),  # pylint: disable=protected-access
-                    jax.random.split(jax.random.key(0), 10))
   x0, x1 = (jax.random.normal(jax.random.key(k), (4, 6, 6, c)) for k in (1, 2))
-  cell_arch = jnp.asarray(arch[1])
-  scale = N.drop_path_scale(jax.random.key(5), cell_arch, True, 0.5, 4)
-  scan_out, _ = jax.jit(N._supernet_cell_scan, static_argnums=(5, 6, 7))(  # pylint: disable=protected-access
-      p, s, x0, x1, cell_arch, True, 5, True, scale)
-  nodes, _ = jax.jit(N._supernet_cell_unrolled, static_argnums=(5, 6, 7))(  # pylint: disable=protected-access
-      p, s, x0, x1, cell_arch, True, 5, True, scale)
-  np.testing.assert_allclose(scan_out, N._cell_output(jnp.stack(nodes), N.loose_end_mask(cell_arch)),
-                             atol=1e-5, rtol=1e-5)
+  for reduction in (False, True):
+    p, s = NC.stacked(lambda k, r=reduction: NC.init_edge(k, c, r, True),
+                      jax.random.split(jax.random.key(0), 10))
+    cell_arch = jnp.asarray(arch[int(reduction)])
+    scale = N.drop_path_scale(jax.random.key(5), cell_arch, reduction, 0.5, 4)
+    assert 0 < float(jnp.mean(scale == 0)) < 1
+    scan_out, _ = jax.jit(NS._supernet_cell_scan, static_argnums=(5, 6, 7))(  # pylint: disable=protected-access
+        p, s, x0, x1, cell_arch, reduction, 5, True, scale)
+    want = jax.jit(_reference_cell, static_argnums=(4, 5, 6))(p, s, x0, x1, tuple(map(tuple, arch[int(reduction)])),
+                                                              reduction, True, scale)
+    assert np.abs(np.asarray(want)).max() > 0
+    np.testing.assert_allclose(scan_out, want, atol=1e-5, rtol=1e-5)
   with pytest.raises(ValueError, match="drop_path must be a probability"):
     N.make_train_step(CFG, N.default_optimizer(0.05), drop_path=1.0)
 
@@ -197,7 +235,7 @@ def test_continuous_gradients_finite_and_nonzero():
   def grads(a_soft, a_switch):
     out = []
     for a, mode in ((a_soft, "softmax"), (a_switch, "switch")):
-      f = lambda a, mode=mode: jnp.mean(N._cross_entropy(  # pylint: disable=protected-access
+      f = lambda a, mode=mode: jnp.mean(supernet_lib.cross_entropy(
           N.continuous_apply(params, stats, a, x, config=cfg, train=True, mode=mode)[0], y))
       out.append(jax.grad(f)(a))
     return out
@@ -211,16 +249,38 @@ def test_continuous_gradients_finite_and_nonzero():
     assert float(jnp.abs(g[0]).max()) == 0.0
 
 
+def _reference_continuous_cell(p, s, x0, x1, z, reduction):
+  """The relaxed cell restated with plain Python loops: node n sums, over its inputs i, the 5 ops
+  of edge (n, i) applied directly from ``ops``, each times its weight ``z[edge_index(n, i), op]``."""
+  states = [x0, x1]
+  for n in range(5):
+    node = 0.0
+    for inp in range(n + 2):
+      e = N.edge_index(n, inp)
+      pe, se = jax.tree.map(lambda a, e=e: a[e], (p, s))
+      stride = 2 if reduction and inp < 2 else 1
+      h = states[inp]
+      outs = [ops.sep_conv(pe["sep3"], se["sep3"], h, train=True, stride=stride)[0],
+              ops.sep_conv(pe["sep5"], se["sep5"], h, train=True, stride=stride)[0],
+              ops.avg_pool(h, stride), ops.max_pool(h, stride),
+              h if stride == 1 else ops.factorized_reduce(pe["fr"], se["fr"], h, train=True)[0]]
+      node = node + sum(z[e, o] * outs[o] for o in range(5))
+    states.append(node)
+  return jnp.concatenate(states[2:], axis=-1)
+
+
 def test_continuous_cell_hessian_wrt_switches():
   params, stats = N.init_continuous(jax.random.key(0), N.SupernetConfig(num_classes=2, init_channels=2,
                                                                         layers=1), SHAPE)
   p, s = params["cell_0"]["edges"], stats["cell_0"]["edges"]
   x0 = jax.random.normal(jax.random.key(1), (2, 4, 4, 4))
   z = jax.random.uniform(jax.random.key(2), (N.num_mixed_edges(), 5))
-  cell = lambda z, loop: jnp.sum(N.continuous_cell(p, s, x0, 0.5 * x0, z, reduction=True, num_nodes=5,
-                                                   train=True, loop=loop)[0] ** 2)
-  np.testing.assert_allclose(cell(z, "scan"), cell(z, "unroll"), rtol=1e-5)
-  h = jax.jit(jax.hessian(functools.partial(cell, loop="scan")))(z)
+  scan_cell = jax.jit(lambda z: N.continuous_cell(p, s, x0, 0.5 * x0, z, reduction=True, num_nodes=5,
+                                                  train=True)[0])
+  want = jax.jit(lambda z: _reference_continuous_cell(p, s, x0, 0.5 * x0, z, True))(z)
+  np.testing.assert_allclose(scan_cell(z), want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
+  cell = lambda z: jnp.sum(N.continuous_cell(p, s, x0, 0.5 * x0, z, reduction=True, num_nodes=5, train=True)[0] ** 2)
+  h = jax.jit(jax.hessian(cell))(z)
   assert h.shape == z.shape * 2
   assert bool(jnp.all(jnp.isfinite(h))) and float(jnp.abs(h).max()) > 0
   hm = np.asarray(h).reshape(z.size, z.size)

@@ -1,0 +1,52 @@
+"""Networks of the ``nb201`` cell space: the NAS-Bench-201 network and its
+weight-sharing supernet.
+
+Architecture (see ``nas_jax.spaces.nb201``): ``int32[6]``, one op per edge
+``(1<-0), (2<-0), (2<-1), (3<-0), (3<-1), (3<-2)``; ops ``0 none,
+1 skip_connect, 2 nor_conv_1x1, 3 nor_conv_3x3, 4 avg_pool_3x3``.
+
+Macro structure (NAS-Bench-201, Dong & Yang 2020): stem conv3x3(C)-BN; N cells
+at C; a residual block to 2C with stride 2; N cells at 2C; a residual block to
+4C; N cells at 4C; BN-ReLU, global average pooling, linear classifier.
+``layers`` is N (cells per stage; the benchmark uses N = 5, C = 16). Residual
+block: ``ReLU-conv3x3/2-BN -> ReLU-conv3x3-BN`` plus a shortcut
+``avgpool2x2/2 -> conv1x1``. Cell: node ``j`` sums ``op(node_i)`` over its
+incoming edges; the cell output is node 3. Ops: ``nor_conv_kxk`` is
+ReLU-conv-BN, ``avg_pool_3x3`` does not count padding, ``none`` is zero.
+
+The package, by concern:
+
+- ``common``: ``SupernetConfig``, ``useful_edges`` and the blocks every network
+  shares;
+- ``supernet``: the weight-sharing supernet (``init_supernet``,
+  ``supernet_apply``, ``make_train_step``, ``make_eval_archs``);
+- ``child``: the child network (``NB201Child``, ``build_child``,
+  ``child_variables_from_supernet``).
+
+Their public names are re-exported here, and ``FAMILY`` is the family object
+(``nas_jax.networks.base.NetworkFamily``) that
+``nas_jax.networks.family("nb201")`` returns.
+
+Example:
+    >>> from nas_jax.spaces import get_space
+    >>> space = get_space("nb201")
+    >>> model = build_child(space, [3, 1, 2, 0, 4, 3], num_classes=10, init_channels=4, layers=1)
+    >>> variables = model.init({"params": jax.random.key(0)}, jnp.zeros((2, 8, 8, 3)), train=False)
+    >>> logits, aux = model.apply(variables, jnp.zeros((2, 8, 8, 3)), train=False)
+    >>> logits.shape, aux
+    ((2, 10), None)
+"""
+from __future__ import annotations
+
+from nas_jax.spaces.nb201 import EDGES, NUM_EDGES, NUM_OPS, OPS
+
+from .child import NB201Child, build_child, child_variables_from_supernet
+from .common import AVG, CONV1, CONV3, NONE, SKIP, SupernetConfig, useful_edges
+from .supernet import (default_optimizer, init_supernet, init_train_state, make_eval_archs, make_train_step,
+                       supernet_apply)
+
+__all__ = [
+    "AVG", "CONV1", "CONV3", "EDGES", "NB201Child", "NONE", "NUM_EDGES", "NUM_OPS", "OPS", "SKIP",
+    "SupernetConfig", "build_child", "child_variables_from_supernet", "default_optimizer", "init_supernet",
+    "init_train_state", "make_eval_archs", "make_train_step", "supernet_apply", "useful_edges",
+]

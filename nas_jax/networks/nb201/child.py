@@ -1,0 +1,168 @@
+"""The NAS-Bench-201 network of one cell, and its variables taken from the supernet.
+
+The child computes every non-``none`` edge whose target node reaches the
+output (``common.useful_edges``; the others cannot change it) with the same
+blocks as the supernets, so ``child_variables_from_supernet`` gives a child
+that computes exactly the supernet's function for its architecture.
+
+Example:
+    >>> from nas_jax.spaces import get_space
+    >>> model = build_child(get_space("nb201"), [3, 1, 2, 0, 4, 3], num_classes=10, init_channels=4, layers=1)
+    >>> variables = model.init({"params": jax.random.key(0)}, jnp.zeros((2, 8, 8, 3)), train=False)
+    >>> logits, aux = model.apply(variables, jnp.zeros((2, 8, 8, 3)), train=False)
+    >>> logits.shape, aux
+    ((2, 10), None)
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import numpy as np
+
+from nas_jax import ops
+from nas_jax.spaces.nb201 import NUM_EDGES, NUM_OPS, OPS
+
+from .common import (AVG, CONV1, CONV3, CONV_KEY, Params, SupernetConfig, apply_cell, apply_head, apply_op,
+                     apply_res, apply_stem, as_config, init_edge, init_head, init_res, init_stem, useful_edges)
+
+
+class NB201Child(nn.Module):
+  """The NAS-Bench-201 network of one cell.
+
+  Attributes:
+    arch: the cell as a tuple of 6 op ids.
+    num_classes, init_channels, layers: see ``SupernetConfig``.
+
+  ``__call__(x, *, train, drop_prob=0.0)`` returns ``(logits, None)`` (the
+  benchmark has no auxiliary head). With ``train`` and ``drop_prob > 0``,
+  drop-path (rng stream ``drop_path``) is applied to every conv and pool edge
+  output, as DARTS does; the benchmark itself trains without it.
+  """
+  arch: tuple
+  num_classes: int = 10
+  init_channels: int = 16
+  layers: int = 5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool, drop_prob: float = 0.0):
+    chex.assert_rank(x, 4)
+    cfg = SupernetConfig(self.num_classes, self.init_channels, self.layers)
+    update = train and self.is_mutable_collection("batch_stats")
+    use_drop = train and not (isinstance(drop_prob, (int, float)) and drop_prob == 0.0)
+    useful = useful_edges(self.arch)
+
+    def module(name, init_fn):
+      p = self.param(name, lambda key: init_fn(key)[0])
+      s = self.variable("batch_stats", name, lambda: init_fn(self.make_rng("params"))[1])
+      return p, s
+
+    p, s = module("stem", lambda k: init_stem(k, x.shape[-1], cfg.init_channels))
+    h, new = apply_stem(p, s.value, x, train)
+    if update:
+      s.value = new
+    for i, block in enumerate(cfg.plan()):
+      if block["kind"] == "res":
+        p, s = module(f"block_{i}", functools.partial(init_res, c_in=block["c_in"], c_out=block["c_out"]))
+        h, new = apply_res(p, s.value, h, train)
+      else:
+        p, s = module(f"block_{i}", functools.partial(_init_child_cell, arch=self.arch, c=block["c_in"]))
+
+        def edge(e, p_e, s_e, h_in):
+          op = self.arch[e]
+          if not useful[e]:
+            return None
+          y, s_new = apply_op(op, p_e, s_e, h_in, train)
+          if use_drop and op in (CONV1, CONV3, AVG):
+            y = ops.drop_path(self.make_rng("drop_path"), y, drop_prob)
+          return y, s_new
+
+        h, new = apply_cell(p, s.value, h, edge)
+      if update:
+        s.value = new
+    p, s = module("head", lambda k: init_head(k, h.shape[-1], cfg.num_classes))
+    logits, new = apply_head(p, s.value, h, train)
+    if update:
+      s.value = new
+    return logits, None
+
+
+def _init_child_cell(key, *, arch, c):
+  useful = useful_edges(arch)
+  p, s = {}, {}
+  for e, k in enumerate(jax.random.split(key, NUM_EDGES)):
+    if useful[e] and arch[e] in CONV_KEY:
+      p[f"e{e}"], s[f"e{e}"] = init_edge(k, c, (arch[e],))
+  return p, s
+
+
+def build_child(space: Any, arch: Any, *, num_classes: int, init_channels: int = 16, layers: int = 5,
+                auxiliary: bool = False, **unused: Any) -> NB201Child:
+  """The NAS-Bench-201 network of ``arch`` (a flax module, see ``NB201Child``).
+
+  Args:
+    space: the ``nb201`` search space (validates ``arch``).
+    arch: int32[6].
+    num_classes: classifier outputs.
+    init_channels: C (the benchmark: 16).
+    layers: N, cells per stage (the benchmark: 5).
+    auxiliary: ignored (the benchmark has no auxiliary head; aux logits are None).
+    **unused: other settings of the generic training loop, ignored.
+
+  Returns:
+    ``NB201Child``; ``apply(variables, x, train=...)`` returns ``(logits, None)``.
+
+  Example:
+    >>> from nas_jax.spaces import get_space
+    >>> model = build_child(get_space("nb201"), [3] * 6, num_classes=10, init_channels=4, layers=1)
+  """
+  del auxiliary, unused
+  a = space.validate(arch) if hasattr(space, "validate") else np.asarray(arch, np.int32)
+  SupernetConfig(num_classes, init_channels, layers)  # checks the settings
+  return NB201Child(arch=tuple(int(v) for v in a), num_classes=num_classes,
+                    init_channels=init_channels, layers=layers)
+
+
+def child_variables_from_supernet(arch: Any, params: Params, batch_stats: Params,
+                                  config: SupernetConfig | dict[str, Any],
+                                  child_variables: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Variables of the child of ``arch`` taken from the supernet's weights.
+
+  The child then computes exactly the supernet's function for ``arch``
+  (``train=False`` with the supernet's running statistics, or ``train=True``
+  with batch statistics).
+
+  Args:
+    arch: int[6] (concrete).
+    params, batch_stats: the supernet's pytrees (``init_supernet``).
+    config: the supernet's ``SupernetConfig``.
+    child_variables: unused (the child has nothing the supernet lacks); kept
+      for the nasnet family's signature.
+
+  Returns:
+    ``{"params": ..., "batch_stats": ...}`` for ``build_child(...).apply``.
+  """
+  del child_variables
+  cfg = as_config(config)
+  a = [int(v) for v in np.asarray(arch).reshape(-1)]
+  if len(a) != NUM_EDGES or not all(0 <= v < NUM_OPS for v in a):
+    raise ValueError(f"nb201 arch must be 6 op ids in 0..{NUM_OPS - 1} ({', '.join(OPS)}), got {a}")
+  useful = useful_edges(a)
+  out_p = {"stem": params["stem"], "head": params["head"]}
+  out_s = {"stem": batch_stats["stem"], "head": batch_stats["head"]}
+  for i, block in enumerate(cfg.plan()):
+    name = f"block_{i}"
+    if block["kind"] == "res":
+      out_p[name], out_s[name] = params[name], batch_stats[name]
+      continue
+    p, s = {}, {}
+    for e in range(NUM_EDGES):
+      if useful[e] and a[e] in CONV_KEY:
+        key = CONV_KEY[a[e]]
+        p[f"e{e}"] = {key: params[name][f"e{e}"][key]}
+        s[f"e{e}"] = {key: batch_stats[name][f"e{e}"][key]}
+    out_p[name], out_s[name] = p, s
+  return {"params": out_p, "batch_stats": out_s}
