@@ -4,8 +4,8 @@
    does (``experiments/configs/default.py`` merged with
    ``experiments/configs/nao.py``: the ``nao`` strategy with
    ``reevaluate_pool``, the ``supernet`` evaluator from the registry, the same
-   budget, the same per-round keys ``fold_in(search_key, round)`` as
-   ``nas_jax.experiment.run_experiment``).
+   budget, the runner's own rounds ``nas_jax.runner.search_round`` with the
+   same keys as ``nas_jax.runner.run_experiment``).
 2. Scores ``--archs`` distinct architectures with that trained supernet on the
    validation split (``SupernetEvaluator.score``: one batch, batched over
    architectures). ``--archs-from random`` (default): random architectures of
@@ -102,28 +102,25 @@ def train_supernet_like_search(cfg: dict[str, Any], dataset, log=print):
     the list of (arch, search score) of the last round.
   """
   from nas_jax import registry  # pylint: disable=import-outside-toplevel
+  from nas_jax.runner.search import search_round  # pylint: disable=import-outside-toplevel
   space = registry.get_space(cfg["space"])
   strategy = registry.get_strategy(cfg["strategy"]["name"])(
       space, {k: v for k, v in cfg["strategy"].items() if k != "name"})
   ev_name = cfg["evaluator"]["name"]
-  settings = dict(cfg["evaluator"].get(ev_name, {}))
-  settings.setdefault("dataset", dataset)
-  evaluator = registry.get_evaluator(ev_name)(space, settings)
+  evaluator = registry.get_evaluator(ev_name)(space, dict(cfg["evaluator"].get(ev_name, {})),
+                                              data=dataset)
   # the experiment's keys: split(key(seed), 4) = (strategy, evaluator, search, final)
   k_strategy, k_evaluator, k_search, _ = jax.random.split(jax.random.key(cfg["seed"]), 4)
   s_state, e_state = strategy.init(k_strategy), evaluator.init(k_evaluator)
   done, r, last = 0, 0, []
   while done < cfg["budget"]:
-    k_ask, k_eval = jax.random.split(jax.random.fold_in(k_search, r))
-    archs, s_state = strategy.ask(s_state, k_ask)
-    archs = np.stack([space.validate(a) for a in np.asarray(archs)[:cfg["budget"] - done]])
     t0 = time.perf_counter()
-    evaluation, e_state = evaluator.evaluate(e_state, archs, k_eval)
-    scores = np.asarray(evaluation.scores, np.float64)
-    s_state = strategy.tell(s_state, archs, np.where(np.isfinite(scores), scores, -np.inf))
-    done += len(archs)
-    last = list(zip(archs, scores))
-    log(f"search round {r}: {len(archs)} archs, best supernet score {scores.max():.2f}, "
+    rnd = search_round(strategy, evaluator, space, s_state, e_state, k_search, r,
+                       remaining=cfg["budget"] - done)
+    s_state, e_state = rnd.strategy_state, rnd.evaluator_state
+    done += len(rnd.archs)
+    last = list(zip(rnd.archs, rnd.scores))
+    log(f"search round {r}: {len(rnd.archs)} archs, best supernet score {rnd.scores.max():.2f}, "
         f"{time.perf_counter() - t0:.1f} s")
     r += 1
   return space, evaluator, e_state, last

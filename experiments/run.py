@@ -2,7 +2,9 @@
 
     python experiments/run.py --strategy random
     python experiments/run.py --strategy evolution --space nb201 --budget 100
-    python experiments/run.py --config my_config.py --set strategy.population=20
+    python experiments/run.py --strategy darts --space nb201 --dataset imagefolder:/data/cifar10
+    python experiments/run.py --strategy random --space rnn --dataset ptb --data-dir /data/ptb
+    python experiments/run.py --config my_config.py --set strategy.population_size=20
 
 Config = configs/default.py, then configs/<strategy>.py (when present), then
 --config FILE, then the flags, then --set FIELD=VALUE (repeatable). Outputs go
@@ -61,41 +63,67 @@ def default_workdir(config: dict) -> pathlib.Path:
 def summary(result: dict, workdir: pathlib.Path) -> str:
   """The printed summary of a finished experiment."""
   acc = result["final_test_acc"]
-  acc_text = "not measured" if acc is None else f"{acc:.2f} %"
+  extra = result.get("final_report") or {}
+  if acc is not None:
+    final_text = f"final test acc     : {acc:.2f} % ({result['final_source']})"
+  elif extra.get("test_ppl") is not None:
+    final_text = f"final test ppl     : {extra['test_ppl']:.2f} ({result['final_source']})"
+  else:
+    final_text = f"final test acc     : not measured ({result['final_source']})"
   files = [p.name for p in sorted(workdir.iterdir()) if p.is_file() and p.suffix != ".tmp"]
-  where = (f"{result['space']} (tabular benchmark)" if result["evaluator"] == "tabular"
-           else f"{result['space']}/{result['dataset']}")
-  return "\n".join([
-      f"== {result['strategy']} on {where} "
-      f"(evaluator {result['evaluator']}, seed {result['seed']}, "
-      f"{result['num_evaluations']} architectures) ==",
+  oneshot = result.get("kind") == "oneshot"
+  if oneshot:
+    where, how = f"{result['space']}/{result['dataset']}", "one-shot"
+    count = f"{result['num_evaluations']} epochs"
+    picked = f"derived after epoch {result['best_index'] + 1}"
+  else:
+    where = (f"{result['space']} (tabular benchmark)" if result["evaluator"] == "tabular"
+             else f"{result['space']}/{result['dataset']}")
+    how, count = f"evaluator {result['evaluator']}", f"{result['num_evaluations']} architectures"
+    picked = f"evaluation #{result['best_index']}"
+  size = ""
+  if result.get("best_flops") is not None:
+    size = (f"size               : {result['best_flops'] / 1e6:.2f} M multiply-adds, "
+            f"{result['best_params'] / 1e6:.3f} M parameters; "
+            f"{len(result.get('pareto') or [])} architecture(s) on the score/FLOPs frontier")
+  lines = [
+      f"== {result['strategy']} on {where} ({how}, seed {result['seed']}, {count}) ==",
       f"best genotype      : {json.dumps(result['best_genotype'])}",
-      f"best search score  : {result['best_search_score']:.2f} "
-      f"(validation accuracy during search, %; evaluation #{result['best_index']})",
-      f"final test acc     : {acc_text} ({result['final_source']})",
+      f"best search score  : {result['best_search_score']:.2f} (search-time score: validation "
+      f"accuracy %, or 80/perplexity for language models; {picked})",
+      final_text]
+  if size:
+    lines.append(size)
+  bench = result.get("benchmark_report")
+  if bench and bench.get("test_acc") is not None:
+    lines.append(f"benchmark table    : test acc {bench['test_acc']:.2f} % (the table's own training)")
+  lines += [
       f"time               : set-up {result.get('setup_seconds', 0.0):.1f} s (data, network "
       f"init), search {result['search_seconds']:.1f} s, final {result['final_seconds']:.1f} s, "
       f"total {result['total_seconds']:.1f} s",
       f"outputs            : {workdir}/ ({', '.join(files)})",
-  ])
+  ]
+  return "\n".join(lines)
 
 
 def make_parser() -> argparse.ArgumentParser:
   p = OneLineErrorParser(description=__doc__.split("\n\n")[0],
               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   p.add_argument("--strategy", help="search strategy (registry name), e.g. random, nao")
-  p.add_argument("--space", help="search space: nasnet or nb201")
-  p.add_argument("--dataset", help="digits, cifar10, cifar100, a tfds name or imagefolder:PATH")
+  p.add_argument("--space", help="search space: nasnet, nb201, darts or rnn")
+  p.add_argument("--dataset", help="digits, cifar10, cifar100, a tfds name, imagefolder:PATH, or "
+                 "ptb (Penn Treebank: --data-dir or $NAS_JAX_PTB_DIR)")
   p.add_argument("--evaluator", help="auto, tabular, scratch or supernet")
   p.add_argument("--config", help="Python file with get_config() (only changed fields needed)")
   p.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                 help="override a config field, e.g. --set strategy.population=20 (repeatable)")
+                 help="override a config field, e.g. --set strategy.population_size=20 (repeatable)")
   p.add_argument("--workdir",
                  help="output dir (default runs/<strategy>-<space>-<dataset>-seed<seed>)")
   p.add_argument("--seed", type=int)
-  p.add_argument("--budget", type=int, help="architectures to evaluate")
+  p.add_argument("--budget", type=int,
+                 help="architectures to evaluate (epochs for one-shot strategies such as darts)")
   p.add_argument("--final-epochs", type=int, help="epochs of the final training (0: none)")
-  p.add_argument("--data-dir", help="tfds data directory")
+  p.add_argument("--data-dir", help="tfds data directory, or the Penn Treebank directory")
   p.add_argument("--quiet", action="store_true", help="no progress bars")
   return p
 

@@ -2,8 +2,8 @@
 
 ``run_search`` runs ``runs`` independent searches of ``queries`` table look-ups
 each: every run has its own seed, a fresh strategy (built from its registry
-entry alone) and a fresh ``TabularEvaluator``, and loops
-``ask -> evaluate -> tell`` until the budget is spent (a batch larger than
+entry alone) and a fresh ``TabularEvaluator``, and repeats the runner's
+``search_round`` (ask -> evaluate -> tell) until the budget is spent (a batch larger than
 what remains is truncated, and only the evaluated part is told). The strategy
 sees only search scores (one seed's validation accuracy); the result is the
 *test* accuracy of the architecture with the best search score so far, the
@@ -29,6 +29,7 @@ import numpy as np
 
 from nas_jax import registry
 from nas_jax.evaluators.tabular import TabularEvaluator
+from nas_jax.runner.search import search_round
 from nas_jax.strategies.base import Strategy
 from nas_jax.strategies.random_search import split_key
 
@@ -37,16 +38,9 @@ RESULT_KEYS = ("strategy", "queries", "runs", "mean_test_acc", "std_test_acc", "
                "seconds")
 
 
-@jax.jit
-def _step_keys(key: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(ask key, evaluate key) of loop step ``step``: one jitted call."""
-  k_ask, k_eval = jax.random.split(jax.random.fold_in(key, step))
-  return k_ask, k_eval
-
-
 def run_one(strategy: Strategy, evaluator: TabularEvaluator, queries: int,
             key: jax.Array) -> dict[str, Any]:
-  """One search of ``queries`` evaluations.
+  """One search of ``queries`` evaluations, round by round with the runner's ``search_round``.
 
   Args:
     strategy: a fresh strategy instance.
@@ -65,30 +59,23 @@ def run_one(strategy: Strategy, evaluator: TabularEvaluator, queries: int,
   k_strategy, k_evaluator, k_loop = split_key(key, 3)
   s_state = strategy.init(k_strategy)
   e_state = evaluator.init(k_evaluator)
-  arch_shape = tuple(evaluator.space.arch_shape)
   curve = np.empty(queries)
   scores_seen = np.empty(queries)
   best_score, best_test, best_arch = -np.inf, np.nan, None
   done, step, cost = 0, 0, 0.0
   while done < queries:
-    k_ask, k_eval = _step_keys(k_loop, np.int32(step))
+    # The table's costs are not needed here, so the strategies are told none.
+    rnd = search_round(strategy, evaluator, evaluator.space, s_state, e_state, k_loop, step,
+                       remaining=queries - done)
     step += 1
-    archs, s_state = strategy.ask(s_state, k_ask)
-    archs = np.asarray(archs)
-    if archs.ndim != len(arch_shape) + 1 or archs.shape[1:] != arch_shape or not len(archs):
-      raise ValueError(f"strategy {strategy.name!r} asked for archs of shape {archs.shape}; "
-                       f"expected [K >= 1, *{arch_shape}]")
-    archs = archs[:queries - done]
-    result, e_state = evaluator.evaluate(e_state, archs, k_eval)
-    scores = np.asarray(result.scores, np.float64)
-    s_state = strategy.tell(s_state, archs, scores)
-    cost += float(np.sum(result.costs))
-    for i, score in enumerate(scores):
+    s_state, e_state = rnd.strategy_state, rnd.evaluator_state
+    cost += float(np.sum(rnd.evaluation.costs))
+    for i, score in enumerate(rnd.scores):
       if score > best_score:
-        best_score, best_arch = float(score), archs[i]
-        test = result.info[i].get("test_acc") if result.info else None
+        best_score, best_arch = float(score), rnd.archs[i]
+        test = rnd.evaluation.info[i].get("test_acc") if rnd.evaluation.info else None
         if test is None:
-          test = (evaluator.report(archs[i]) or {}).get("test_acc", np.nan)
+          test = (evaluator.report(rnd.archs[i]) or {}).get("test_acc", np.nan)
         best_test = float(test)
       curve[done] = best_test
       scores_seen[done] = score

@@ -248,7 +248,9 @@ def train_child(space, arch, dataset: Any, config: dict[str, Any] | None, key, *
                        f"{type(warm_start).__name__}")
     moved = (transfer or transfer_variables)(warm_start, variables)
     _check_same_structure(moved, variables)
-    variables = moved
+    # Own copies: the train step donates its state, which must not delete the parent's arrays.
+    variables = jax.tree.map(lambda a, ref: jnp.array(a, dtype=jnp.asarray(ref).dtype, copy=True),
+                             moved, variables)
     warm = {"parent": _tree_digest(warm_start),
             "transfer": getattr(transfer, "__qualname__", repr(transfer)) if transfer else "default"}
   state = task.init_state(model, variables, cfg)

@@ -4,16 +4,22 @@
   NAS-Bench-201 table (all 15,625 rows, scores a smooth function of the ops).
 - ``NaNEvaluator`` (registered as evaluator ``"test_nan"``): scores the sum of
   the op ids but returns NaN for every third architecture of a batch.
+- ``ToyOneShot`` (registered as strategy ``"test_toy_oneshot"``): a cheap
+  one-shot method on nb201 for the one-shot loop's tests.
 """
 from __future__ import annotations
 
 import gzip
 import itertools
+import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nas_jax import registry
 from nas_jax.evaluators.base import Evaluation, Evaluator
+from nas_jax.oneshot.base import OneShotMethod
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
@@ -47,3 +53,64 @@ class NaNEvaluator(Evaluator):
 
 
 registry.register("evaluator", "test_nan", f"{__name__}:NaNEvaluator")
+
+
+class ToyOneShot(OneShotMethod):
+  """A one-shot method in miniature (registered as strategy ``"test_toy_oneshot"``).
+
+  Architecture parameters ``alpha`` (float[6, 5] over nb201's edges and ops)
+  and "weights" ``w`` are trained by jitted gradient steps on noisy targets
+  drawn from the step key; ``derive`` is the arg-max op per edge. Each step
+  sleeps ``sleep_s`` so that a test can kill a run in the middle of an epoch.
+  """
+
+  name = "test_toy_oneshot"
+  needs = ()
+  supported_spaces = ("nb201",)
+
+  @classmethod
+  def default_config(cls):
+    return {"steps_per_epoch": 5, "lr": 0.3, "sleep_s": 0.0, "epochs": 1}
+
+  def init(self, key):
+    return {"alpha": 1e-3 * jax.random.normal(key, (6, 5)), "w": jnp.zeros((6, 5)),
+            "step": jnp.zeros((), jnp.int32)}
+
+  def steps_per_epoch(self):
+    return int(self.config["steps_per_epoch"])
+
+  def step(self, state, key):
+    time.sleep(self.config["sleep_s"])
+    new, metrics = _toy_step(state, key, self.config["lr"])
+    return new, metrics
+
+  def derive(self, state):
+    return np.asarray(jnp.argmax(state["alpha"], -1), np.int32)
+
+  def score(self, state, arch, key):
+    target = jnp.asarray(_TOY_TARGET)
+    acc = 100.0 * float(jnp.mean(jnp.asarray(arch) == target))
+    return {"search_score": acc, "valid_acc": acc,
+            "noise": float(jax.random.uniform(key))}
+
+  def summary(self, state):
+    return {"alpha": np.round(np.asarray(state["alpha"]), 4).tolist()}
+
+
+_TOY_TARGET = np.array([3, 1, 2, 3, 4, 3], np.int32)
+
+
+@jax.jit
+def _toy_step(state, key, lr):
+  noise = 0.5 * jax.random.normal(key, (6, 5))
+
+  def loss(alpha, w):
+    p = jax.nn.softmax(alpha + w, -1)
+    return -jnp.mean(jnp.log(p[jnp.arange(6), _TOY_TARGET] + 1e-9)) + jnp.mean((w - noise) ** 2)
+
+  value, (ga, gw) = jax.value_and_grad(loss, argnums=(0, 1))(state["alpha"], state["w"])
+  new = {"alpha": state["alpha"] - lr * ga, "w": state["w"] - lr * gw, "step": state["step"] + 1}
+  return new, {"train_loss": value, "grad_norm": jnp.sqrt(jnp.sum(ga ** 2))}
+
+
+registry.register("strategy", "test_toy_oneshot", f"{__name__}:ToyOneShot")

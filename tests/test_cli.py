@@ -59,12 +59,12 @@ def fails(main, argv, capsys, message):
 
 @pytest.mark.parametrize("argv, message", [
     (["--strategy", "nope"], "error: unknown strategy 'nope'; choose one of ["),
-    (["--strategy", "random", "--space", "darts"], "error: unknown space 'darts'"),
+    (["--strategy", "random", "--space", "dartz"], "error: unknown space 'dartz'"),
     (["--strategy", "random", "--dataset", "nope"], "error: unknown dataset 'nope'"),
     (["--evaluator", "oracle"], "error: unknown evaluator 'oracle'"),
     (["--strategy", "random/../x"], "error: malformed strategy name"),
     (["--set", "budget=abc"], "error: budget must be a positive integer (architectures to "
-                              "evaluate), got 'abc'"),
+                              "evaluate, or epochs of a one-shot method), got 'abc'"),
     (["--set", "budget"], "error: malformed --set 'budget'; write FIELD=VALUE"),
     (["--set", "seed=-3"], "error: seed must be a non-negative integer"),
     (["--set", "bugdet=3"], "error: unknown config field(s) ['bugdet']"),
@@ -145,7 +145,7 @@ def test_subprocess_error_is_one_line_exit_2(tmp_path):
     ("{not json", "malformed --arch file"),
     ("[1, 2]", "expected a JSON object with 'space'"),
     ('{"space": "nb201"}', "expected a JSON object with 'space'"),
-    ('{"space": "darts", "genotype": {}}', "unknown space 'darts'"),
+    ('{"space": "dartz", "genotype": {}}', "unknown space 'dartz'"),
     ('{"space": "nb201", "genotype": {"cell": "|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"}}',
      "bad genotype"),
     ('{"space": "nasnet", "genotype": {"normal": 3}}', "bad genotype"),

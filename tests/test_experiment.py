@@ -79,8 +79,8 @@ def test_outputs_and_names(reference):
   assert len(records) == 7
   assert [r["index"] for r in records] == list(range(7))
   assert [r["round"] for r in records] == [0, 0, 1, 1, 2, 2, 3]  # budget cuts the last batch
-  assert set(records[0]) == {"index", "round", "arch_id", "genotype", "search_score", "cost_s",
-                             "wall_time_s"}
+  assert set(records[0]) == {"index", "round", "arch_id", "genotype", "search_score", "flops",
+                             "params", "cost_s", "wall_time_s"}
   best = max(records, key=lambda r: r["search_score"])
   assert result["best_search_score"] == best["search_score"]
   assert result["best_genotype"] == best["genotype"]
@@ -209,7 +209,7 @@ def test_non_finite_scores_are_counted_and_told_as_failures(table, tmp_path):
     ({"budget": 2.5}, "budget must be a positive integer"),
     ({"seed": -1}, "seed must be a non-negative integer"),
     ({"seed": True}, "seed must be a non-negative integer"),
-    ({"space": "darts"}, r"unknown space 'darts'; choose one of \['nasnet', 'nb201'\]"),
+    ({"space": "dartz"}, r"unknown space 'dartz'; choose one of \['darts', 'nasnet', 'nb201', 'rnn'\]"),
     ({"strategy": {"name": "bogus"}}, "unknown strategy 'bogus'; choose one of"),
     ({"evaluator": {"name": "oracle"}}, "unknown evaluator 'oracle'; choose 'auto' or one of"),
     ({"strategy": "random"}, "strategy must be a dict of settings"),

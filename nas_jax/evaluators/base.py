@@ -50,10 +50,23 @@ class Evaluator(abc.ABC):
   """
 
   name: str = "base"
+  #: what the runner passes to the constructor besides (space, config):
+  #: ``"data"`` (the task's loaded data, keyword ``data``) and/or ``"workdir"``
+  #: (a directory of its own for per-evaluation checkpoints, keyword ``workdir``).
+  needs: tuple[str, ...] = ()
 
   def __init__(self, space: SearchSpace, config: dict[str, Any] | None = None):
     self.space = space
     self.config = dict(config or {})
+
+  def cost_network(self) -> dict[str, Any] | None:
+    """The network whose FLOPs/parameters describe an architecture, or None.
+
+    None (the default): the child network with the experiment's final-training
+    settings on its data. A benchmark table returns its own network
+    (``{"num_classes", "init_channels", "layers", "input_shape"}``).
+    """
+    return None
 
   def init(self, key: jax.Array) -> Any:
     """Initial state (a pytree; e.g. supernet parameters). Default: empty."""

@@ -1,23 +1,33 @@
 """Evaluator that trains every architecture from scratch for a few epochs.
 
-The search score of an architecture is its validation accuracy (%) after the
-last epoch of a short training run (``nas_jax.train.train_child``); the cost
-is the wall-clock time of that run. ``info`` carries the per-epoch learning
-curve (``curve``: epoch, train/valid loss and accuracy, seconds), which the
-learning-curve predictors (Baker et al. 2018) read to extrapolate or stop
-early. The validation split is carved from the training split; the test split
-is not touched (``eval_test`` is off unless asked for).
+The search score of an architecture is its task's score of the validation
+metric after the last epoch of a short training run
+(``nas_jax.train.train_child``): the validation accuracy (%) for images,
+``80 / perplexity`` for language models (``nas_jax.tasks``); the raw metric is
+kept in ``info["metrics"]`` and so in the history. The cost is the wall-clock
+time of that run. ``info`` carries the per-epoch learning curve (``curve``:
+epoch, training and validation loss and metric, seconds), which reaches
+``history.jsonl`` and which the learning-curve predictors (Baker et al. 2018)
+read to extrapolate or stop early: ``callbacks`` (``train_child``'s, built per
+architecture by ``make_callbacks(arch_id)``) can stop a run, and the history
+line then says why (``stopped``). The validation split is carved from the
+training split; the test split is not touched (``eval_test`` is off).
 
-Config (flat dict): ``dataset`` (a name for ``nas_jax.data.load_dataset`` or
-an ``ImageDataset``; default ``"digits"``), ``data_dir``, ``valid_fraction``,
-``valid_size``, ``train_size``, ``test_size``, ``split_seed``, ``workdir``
-(per-architecture checkpoints, so an interrupted evaluation resumes), and any
-``nas_jax.train.DEFAULT_CONFIG`` key; the defaults below are small search-time
-settings.
+Config (flat dict): ``dataset`` (a dataset spec, e.g. ``"digits"`` or
+``"ptb"``, or loaded data; default ``"digits"``), ``data_dir``, for images
+``valid_fraction``, ``valid_size``, ``train_size``, ``test_size``,
+``split_seed``; ``workdir`` (per-architecture checkpoints, so an interrupted
+evaluation resumes), and any key of the task's training config (images:
+``nas_jax.tasks.images.DEFAULT_CONFIG``); the defaults below are small
+search-time settings. The runner passes its loaded data and a workdir.
 
 Example:
-    >>> evaluator = ScratchEvaluator(space, {"dataset": "digits", "epochs": 3})
-    >>> result, _ = evaluator.evaluate(evaluator.init(key), archs, key)
+    >>> from nas_jax.spaces import get_space
+    >>> space = get_space("nb201")
+    >>> evaluator = ScratchEvaluator(space, {"dataset": "digits", "epochs": 1, "init_channels": 4,
+    ...                                      "layers": 1})
+    >>> result, _ = evaluator.evaluate(evaluator.init(jax.random.key(0)), np.array([[3, 1, 2, 0, 4, 3]]),
+    ...                                jax.random.key(1))
     >>> result.info[0]["curve"][-1]["valid_acc"] == result.scores[0]
     True
 """
@@ -28,31 +38,28 @@ import json
 import logging
 import pathlib
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
+from nas_jax import tasks as tasks_lib
 from nas_jax import train as train_lib
-from nas_jax.data import images as data_lib
 from nas_jax.evaluators.base import Evaluation, Evaluator
 
 log = logging.getLogger(__name__)
 
-# Short search-time training (ENAS/NAO-style proxies are a few epochs of a
-# small network); overridable by any train_lib.DEFAULT_CONFIG key.
-SEARCH_TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 4,
-    "batch_size": 64,
-    "init_channels": 8,
-    "layers": 3,
-    "lr": 0.05,
-    "eval_test": False,
+# Short search-time training per task (ENAS/NAO-style proxies are a few
+# epochs of a small network); overridable by any key of the task's config.
+SEARCH_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "images": {"epochs": 4, "batch_size": 64, "init_channels": 8, "layers": 3, "lr": 0.05,
+               "eval_test": False},
+    "language_model": {"epochs": 1, "eval_test": False},
 }
 
-_DATA_KEYS = {"dataset": "digits", "data_dir": None, "valid_fraction": 0.1,
-              "valid_size": None, "train_size": None, "test_size": None,
-              "split_seed": 0}
+_DATA_KEYS = {"dataset": "digits", "data_dir": None}
+_IMAGE_DATA_KEYS = {"valid_fraction": 0.1, "valid_size": None, "train_size": None,
+                    "test_size": None, "split_seed": 0}
 
 
 class ScratchEvaluator(Evaluator):
@@ -61,53 +68,68 @@ class ScratchEvaluator(Evaluator):
   Args:
     space: the search space.
     config: see the module docstring.
+    data: the task's loaded data (overrides ``config["dataset"]``).
+    workdir: directory for per-architecture checkpoints.
+    make_callbacks: ``make_callbacks(arch_id) -> [callback, ...]`` for each
+      training run (``train_child``'s ``callbacks``), e.g. early stopping.
   """
 
   name = "scratch"
+  needs = ("data", "workdir")
 
-  def __init__(self, space, config: dict[str, Any] | None = None):
+  def __init__(self, space, config: dict[str, Any] | None = None, *, data: Any = None,
+               workdir: str | None = None,
+               make_callbacks: Callable[[str], Sequence[Callable]] | None = None):
+    config = dict(config or {})
+    if data is not None:  # the runner's loaded data (overrides a dataset name)
+      config["dataset"] = data
+    if workdir is not None:
+      config.setdefault("workdir", workdir)
     super().__init__(space, config)
     cfg = dict(self.config)
-    unknown = sorted(set(cfg) - set(_DATA_KEYS) - {"workdir"} -
-                     set(train_lib.DEFAULT_CONFIG))
+    dataset = cfg.get("dataset", _DATA_KEYS["dataset"])
+    self.task = (tasks_lib.task_for_dataset(dataset) if isinstance(dataset, str)
+                 else tasks_lib.task_of(dataset))
+    data_keys = dict(_DATA_KEYS, **(_IMAGE_DATA_KEYS if self.task.name == "images" else {}))
+    train_keys = set(self.task.default_train_config())
+    unknown = sorted(set(cfg) - set(data_keys) - {"workdir"} - train_keys)
     if unknown:
       raise ValueError(f"unknown scratch evaluator config keys {unknown}; "
-                       f"known: {sorted(set(_DATA_KEYS) | {'workdir'} | set(train_lib.DEFAULT_CONFIG))}")
-    self.data_config = {k: cfg.get(k, v) for k, v in _DATA_KEYS.items()}
-    train_cfg = dict(SEARCH_TRAIN_DEFAULTS)
-    train_cfg.update({k: v for k, v in cfg.items()
-                      if k in train_lib.DEFAULT_CONFIG})
-    self.train_config = train_lib.resolve_config(train_cfg)
+                       f"known: {sorted(set(data_keys) | {'workdir'} | train_keys)}")
+    self.data_config = {k: cfg.get(k, v) for k, v in data_keys.items()}
+    train_cfg = dict(SEARCH_TRAIN_DEFAULTS.get(self.task.name, {}))
+    train_cfg.update({k: v for k, v in cfg.items() if k in train_keys})
+    self.train_config = self.task.resolve_train_config(train_cfg)
     if self.train_config["valid_split"] is None:
-      raise ValueError("the scratch evaluator scores on valid_split; it "
-                       "cannot be None")
+      raise ValueError("the scratch evaluator scores on valid_split; it cannot be None")
     self.workdir = cfg.get("workdir")
+    self.make_callbacks = make_callbacks
     self._dataset = None
 
   @property
-  def dataset(self) -> data_lib.ImageDataset:
-    """The dataset, loaded on first use."""
+  def dataset(self) -> Any:
+    """The data, loaded on first use."""
     if self._dataset is None:
-      d = self.data_config
-      self._dataset = data_lib.as_dataset(
-          d["dataset"], data_dir=d["data_dir"],
-          valid_fraction=d["valid_fraction"], valid_size=d["valid_size"],
-          train_size=d["train_size"], test_size=d["test_size"],
-          seed=d["split_seed"])
-      if self._dataset.size(self.train_config["valid_split"]) == 0:
-        raise ValueError(f"dataset {self._dataset.name!r} has an empty "
-                         f"{self.train_config['valid_split']!r} split; the "
-                         "scratch evaluator needs one (raise valid_fraction)")
+      d = dict(self.data_config)
+      spec, data_dir = d.pop("dataset"), d.pop("data_dir")
+      if isinstance(spec, str):
+        if "split_seed" in d:
+          d["seed"] = d.pop("split_seed")
+        self._dataset = self.task.load(spec, data_dir=data_dir, **d)
+      else:
+        self._dataset = spec
+      split = self.train_config["valid_split"]
+      if not self.task.has_split(self._dataset, split):
+        raise ValueError(f"dataset {self.task.describe(self._dataset).get('name')!r} has an empty "
+                         f"{split!r} split; the scratch evaluator needs one (raise valid_fraction)")
     return self._dataset
 
   def _arch_workdir(self, arch, key) -> pathlib.Path | None:
     if self.workdir is None:
       return None
-    ds = self.dataset
     text = json.dumps([self.space.arch_id(arch),
                        np.asarray(jax.random.key_data(key)).tolist(),
-                       self.train_config, ds.name,
-                       {s: len(y) for s, y in ds.labels.items()}],
+                       self.train_config, self.task.describe(self.dataset)],
                       sort_keys=True, default=str)
     return pathlib.Path(self.workdir) / hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -120,36 +142,39 @@ class ScratchEvaluator(Evaluator):
     ``info`` carries ``error``.
 
     Returns:
-      ``(Evaluation, state)``: scores = last-epoch validation accuracy (%),
-      costs = seconds of training, info = ``curve``, ``params``,
-      ``arch_id``, ``step_s``.
+      ``(Evaluation, state)``: scores = the task's score of the last
+      epoch's validation metric, costs = seconds of training, info =
+      ``curve``, ``metrics`` (the raw validation metric), ``stopped``,
+      ``params``, ``arch_id``, ``step_s``.
     """
     archs = np.asarray(archs)
     if archs.shape[1:] != tuple(self.space.arch_shape):
       raise ValueError(f"archs must have shape [K, {self.space.arch_shape}], "
                        f"got {archs.shape}")
     dataset = self.dataset
+    metric = self.task.metric
     scores, costs, infos = [], [], []
     for i, arch in enumerate(archs):
       arch = self.space.validate(arch)
       arch_key = jax.random.fold_in(key, i)
       t0 = time.perf_counter()
       info: dict[str, Any] = {"arch_id": self.space.arch_id(arch)}
+      callbacks = list(self.make_callbacks(info["arch_id"])) if self.make_callbacks else []
       try:
         result = train_lib.train_child(
             self.space, arch, dataset, self.train_config, arch_key,
-            workdir=self._arch_workdir(arch, arch_key))
+            workdir=self._arch_workdir(arch, arch_key), callbacks=callbacks)
       except RuntimeError as e:
         log.warning("architecture %s diverged: %s", info["arch_id"], e)
         info["error"] = str(e)
         scores.append(0.0)
       else:
-        scores.append(float(result["curve"][-1]["valid_acc"]))
-        info.update(curve=result["curve"], params=result["params"],
-                    step_s=result["step_s"],
-                    nonfinite_steps=result["nonfinite_steps"])
-        if result["test_acc"] is not None:
-          info["short_run_test_acc"] = result["test_acc"]
+        value = result["curve"][-1][metric]
+        scores.append(float("nan") if value is None else self.task.score(value))
+        info.update(curve=result["curve"], metrics={metric: value}, params=result["params"],
+                    step_s=result["step_s"], nonfinite_steps=result["nonfinite_steps"])
+        if result["stopped"] is not None:
+          info["stopped"] = result["stopped"]
       costs.append(time.perf_counter() - t0)
       infos.append(info)
     return Evaluation(scores=np.asarray(scores, np.float64),

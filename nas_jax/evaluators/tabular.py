@@ -495,6 +495,10 @@ class TabularEvaluator(Evaluator):
                       costs=table.train_time_s[rows].astype(np.float64),
                       info=info), state
 
+  def cost_network(self) -> dict[str, Any]:
+    """The benchmark's own network: C=16, N=5 on 32x32 RGB images, 10 classes (CIFAR-10)."""
+    return {"num_classes": 10, "init_channels": 16, "layers": 5, "input_shape": (32, 32, 3)}
+
   def report(self, arch: np.ndarray) -> dict[str, Any]:
     """Final figures of one architecture (test accuracy etc.), report only."""
     row = int(self.table.rows(np.asarray(arch).reshape(1, -1))[0])

@@ -62,6 +62,17 @@ class Strategy(abc.ABC):
   def ask(self, state: State, key: jax.Array) -> tuple[np.ndarray, State]:
     """Next architectures to evaluate: int32 ``[K, *space.arch_shape]``."""
 
+  #: the runner's loop for it (``nas_jax.runner``); one-shot methods say "oneshot".
+  kind = "ask_tell"
+  #: what the runner passes to the constructor besides (space, config).
+  needs: tuple[str, ...] = ()
+
   @abc.abstractmethod
-  def tell(self, state: State, archs: np.ndarray, scores: np.ndarray) -> State:
-    """Feeds back search scores (higher is better) for the asked ``archs``."""
+  def tell(self, state: State, archs: np.ndarray, scores: np.ndarray,
+           costs: dict[str, np.ndarray] | None = None) -> State:
+    """Feeds back search scores (higher is better) for the asked ``archs``.
+
+    ``costs`` (when the caller knows them) holds float[K] arrays ``flops``
+    and ``params`` of the asked architectures (``nas_jax.runner.costs``), for
+    strategies that trade accuracy against size; the others ignore it.
+    """

@@ -122,7 +122,8 @@ class RegularizedEvolution(Strategy):
     return _children(self.space, key, np.asarray(state["pop_archs"]), ranks,
                      np.int32(size), self.batch_size, self.sample_size)
 
-  def tell(self, state: State, archs: np.ndarray, scores: np.ndarray) -> State:
+  def tell(self, state: State, archs: np.ndarray, scores: np.ndarray,
+           costs: dict[str, np.ndarray] | None = None) -> State:
     """Adds the told archs to the population, removing the oldest members."""
     archs, scores = check_tell(self.space, self.name, archs, scores)
     told, p = int(state["num_told"]), self.population_size

@@ -328,7 +328,8 @@ class NAO(Strategy):
       chosen.append(arch)
     return chosen
 
-  def tell(self, state: State, archs: np.ndarray, scores: np.ndarray) -> State:
+  def tell(self, state: State, archs: np.ndarray, scores: np.ndarray,
+           costs: dict[str, np.ndarray] | None = None) -> State:
     """Records scores (the latest score of an arch replaces an older one)."""
     archs, scores = check_tell(self.space, self.name, archs, scores)
     stored = np.array(state["archs"], copy=True)

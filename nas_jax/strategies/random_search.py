@@ -188,7 +188,8 @@ class RandomSearch(Strategy):
                  "num_told": np.asarray(state["num_told"], np.int64)}
     return np.stack(chosen).astype(np.int32), new_state
 
-  def tell(self, state: State, archs: np.ndarray, scores: np.ndarray) -> State:
+  def tell(self, state: State, archs: np.ndarray, scores: np.ndarray,
+           costs: dict[str, np.ndarray] | None = None) -> State:
     """Random search learns nothing; counts the told archs."""
     archs, _ = check_tell(self.space, self.name, archs, scores)
     return {**state, "num_told": np.asarray(int(state["num_told"]) + len(archs), np.int64)}

@@ -136,7 +136,8 @@ class Reinforce(Strategy):
     archs = _sample(self.space, key, state["logits"], self.mask, self.batch_size)
     return np.asarray(archs, np.int32), state
 
-  def tell(self, state: State, archs: np.ndarray, scores: np.ndarray) -> State:
+  def tell(self, state: State, archs: np.ndarray, scores: np.ndarray,
+           costs: dict[str, np.ndarray] | None = None) -> State:
     """One policy-gradient step per told architecture, in order."""
     archs, scores = check_tell(self.space, self.name, archs, scores)
     logits, opt_state = state["logits"], state["opt_state"]

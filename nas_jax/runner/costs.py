@@ -1,0 +1,138 @@
+"""FLOPs and parameter counts of every evaluated architecture, cached by arch id.
+
+The runner records both for every evaluation (history lines ``flops`` and
+``params``), passes them to ``strategy.tell(..., costs=...)`` and draws the
+frontier of search score against FLOPs. The network they describe is the one
+a user would deploy: the child network with the final-training settings on the
+experiment's data, unless the evaluator names another one (the tabular
+evaluator: the benchmark's own network, ``Evaluator.cost_network()``).
+
+Counting is exact (``nas_jax.cost``: multiply-adds of one example's
+inference pass, trainable parameters). Tracing a child network takes 0.3-1.3 s
+on a 2-core CPU, too slow to repeat for thousands of table look-ups, so a
+family may provide a closed form (``family.cost``, or the ``ANALYTIC`` table
+here), tested equal to the traced count.
+
+Example:
+    >>> model = CostModel(get_space("nb201"), {"num_classes": 10, "init_channels": 16, "layers": 5},
+    ...                   input_shape=(32, 32, 3))
+    >>> model([[3, 3, 3, 3, 3, 3]])["params"][0]
+    1531546
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+
+def _out(size: int, stride: int) -> int:
+  """Spatial size after a 'same'-padded 3x3 or 1x1 convolution with ``stride``."""
+  return (size - 1) // stride + 1
+
+
+def nb201_cost(arch: Any, *, num_classes: int = 10, init_channels: int = 16, layers: int = 5,
+               input_shape: tuple[int, int, int] = (32, 32, 3), **unused: Any) -> dict[str, int]:
+  """Closed-form cost of the NAS-Bench-201 network of ``arch``.
+
+  The same convention as ``nas_jax.cost.count_cost``: multiply-adds of the
+  convolutions and the classifier for one image; trainable parameters (conv
+  weights, BN scale and bias, the classifier's weights and bias). Only the
+  edges that reach the cell output count (the child computes only those).
+
+  Example:
+    >>> nb201_cost([0, 0, 0, 0, 0, 0])["flops"] < nb201_cost([3, 3, 3, 3, 3, 3])["flops"]
+    True
+  """
+  del unused
+  from nas_jax.networks.nb201 import useful_edges  # pylint: disable=import-outside-toplevel
+  from nas_jax.spaces.nb201 import OPS  # pylint: disable=import-outside-toplevel
+  conv_k = {OPS.index("nor_conv_1x1"): 1, OPS.index("nor_conv_3x3"): 3}
+  a = [int(v) for v in np.asarray(arch).reshape(-1)]
+  useful = useful_edges(a)
+  h, w, c_in = (int(v) for v in input_shape)
+  c = init_channels
+  flops = h * w * 9 * c_in * c
+  params = 9 * c_in * c + 2 * c
+  for stage in range(3):
+    if stage:
+      h2, w2 = _out(h, 2), _out(w, 2)
+      flops += h2 * w2 * 9 * c * 2 * c + h2 * w2 * 9 * 4 * c * c + (h // 2) * (w // 2) * c * 2 * c
+      params += 9 * c * 2 * c + 2 * 2 * c + 9 * 4 * c * c + 2 * 2 * c + c * 2 * c
+      h, w, c = h2, w2, 2 * c
+    per_cell_flops = per_cell_params = 0
+    for e, op in enumerate(a):
+      if useful[e] and op in conv_k:
+        k = conv_k[op]
+        per_cell_flops += h * w * k * k * c * c
+        per_cell_params += k * k * c * c + 2 * c
+    flops += layers * per_cell_flops
+    params += layers * per_cell_params
+  flops += c * num_classes
+  params += 2 * c + c * num_classes + num_classes
+  return {"flops": int(flops), "params": int(params)}
+
+
+#: Closed forms by space name (``family.cost`` takes precedence).
+ANALYTIC: dict[str, Callable[..., dict[str, int]]] = {"nb201": nb201_cost}
+
+
+class CostModel:
+  """FLOPs and parameters of architectures of one space and network size.
+
+  Args:
+    space: the search space.
+    network: ``build_child`` keywords (``num_classes``, ``init_channels``,
+      ``layers``, ... or ``vocab_size`` ...).
+    input_shape: one example's shape (``(H, W, C)`` for images).
+
+  Calling it on ``K`` architectures returns ``{"flops": float[K], "params":
+  float[K]}``; each architecture is counted once (cached by ``arch_id``).
+  """
+
+  def __init__(self, space, network: dict[str, Any], input_shape: tuple[int, ...]):
+    self.space = space
+    self.network = {k: v for k, v in dict(network).items() if k != "auxiliary"}
+    self.input_shape = tuple(int(v) for v in input_shape)
+    self._cache: dict[str, tuple[int, int]] = {}
+    self._fn = self._pick()
+
+  def _pick(self) -> Callable[[Any], dict[str, int]]:
+    from nas_jax import networks  # pylint: disable=import-outside-toplevel
+    fam = None
+    try:
+      fam = networks.family(self.space.name)
+    except (ValueError, ImportError):
+      pass
+    fn = getattr(fam, "cost", None) or ANALYTIC.get(self.space.name)
+    if fn is not None:
+      return lambda arch: fn(arch, input_shape=self.input_shape, **self.network)
+    from nas_jax import cost  # pylint: disable=import-outside-toplevel
+    return lambda arch: cost.count_cost(self.space, arch, input_shape=self.input_shape,
+                                        **self.network)
+
+  def __call__(self, archs: Any) -> dict[str, np.ndarray]:
+    flops, params = [], []
+    for arch in np.asarray(archs):
+      key = self.space.arch_id(arch)
+      if key not in self._cache:
+        c = self._fn(arch)
+        self._cache[key] = (int(c["flops"]), int(c["params"]))
+      f, p = self._cache[key]
+      flops.append(f)
+      params.append(p)
+    return {"flops": np.asarray(flops, np.float64), "params": np.asarray(params, np.float64)}
+
+  def describe(self) -> dict[str, Any]:
+    """The network the costs describe (for result.json)."""
+    return {"network": dict(self.network), "input_shape": list(self.input_shape),
+            "convention": "flops: multiply-adds of one example's inference pass; "
+                          "params: trainable parameters"}
+
+
+def finite_or_none(x: float) -> float | int | None:
+  """``int(x)`` for a finite whole number, ``x`` for another finite one, else None."""
+  if x is None or not math.isfinite(x):
+    return None
+  return int(x) if float(x).is_integer() else float(x)

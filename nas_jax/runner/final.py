@@ -1,0 +1,188 @@
+"""Final training of a found architecture, and retraining from an arch file.
+
+``final_training`` trains the best architecture of a search from scratch with
+the config's ``final`` settings on the experiment's data (any task), with a
+progress bar and per-epoch checkpoints (``workdir/final``), so an interrupted
+final training resumes. ``retrain`` does the same for a ``best_arch.json``
+(``experiments/train.py``) with the key of the search's final training, so with
+the same seed, data and ``final`` settings it reproduces the search's
+``final_test_acc``.
+
+Example:
+    >>> out = retrain("runs/x/best_arch.json", config, "runs/x/retrain")
+    >>> out["final_test_acc"]
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from nas_jax import registry
+from nas_jax import tasks as tasks_lib
+from nas_jax.runner import config as config_lib
+from nas_jax.runner import report
+from nas_jax.runner import workdir as workdir_lib
+
+log = logging.getLogger("nas_jax.experiment")
+
+
+def experiment_keys(seed: int):
+  """(strategy, evaluator, search, final) keys of an experiment's seed."""
+  return tuple(jax.random.split(jax.random.key(seed), 4))
+
+
+def load_data(cfg: dict[str, Any]) -> Any:
+  """The experiment's data: ``cfg["dataset"]`` loaded by its task (one fixed split)."""
+  task = tasks_lib.task_for_dataset(cfg["dataset"])
+  return task.load(cfg["dataset"], data_dir=cfg["data_dir"], **dict(cfg["data"]))
+
+
+def check_final_config(cfg: dict[str, Any]) -> dict[str, Any]:
+  """The resolved training config of ``cfg["final"]`` for the dataset's task.
+
+  ``epochs = 0`` (no final training) resolves as one epoch: the network sizes
+  still describe the deployed network (costs).
+
+  Raises:
+    ValueError: an unknown key or a bad value (one line).
+  """
+  final = dict(cfg["final"])
+  if final.get("epochs") == 0:
+    final["epochs"] = 1
+  return tasks_lib.task_for_dataset(cfg["dataset"]).resolve_train_config(final)
+
+
+def metric_of(result: dict[str, Any]) -> tuple[str, Any]:
+  """``("test_acc", value)`` (images) or ``("test_ppl", value)`` (language models)."""
+  name = "test_" + str(result.get("metric", "valid_acc")).split("_", 1)[1]
+  return name, result.get(name)
+
+
+def final_training(space, arch, cfg: dict[str, Any], key, workdir: pathlib.Path, data_fn,
+                   quiet: bool) -> dict[str, Any]:
+  """Trains ``arch`` from scratch with ``nas_jax.train.train_child`` and ``cfg["final"]``."""
+  from nas_jax import train  # pylint: disable=import-outside-toplevel
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  final_cfg = check_final_config(cfg)
+  dataset = data_fn()
+  task = tasks_lib.task_of(dataset)
+  bar = tqdm(total=final_cfg["epochs"], desc="final training", unit="epoch",
+             disable=quiet, dynamic_ncols=True)
+  best = [None]
+  metric = task.metric
+
+  def progress(epoch: int, metrics: dict[str, Any]) -> None:
+    value = metrics.get(metric)
+    if value is not None and (best[0] is None or
+                              (value > best[0] if task.higher_is_better else value < best[0])):
+      best[0] = value
+    bar.update(epoch - bar.n)
+    train_key = "train_" + metric.split("_", 1)[1]
+    bar.set_postfix({train_key: f"{metrics.get(train_key, float('nan')):.1f}",
+                     f"best_{metric}": "-" if best[0] is None else f"{best[0]:.1f}"})
+    log.info("final training epoch %d: %s", epoch,
+             {k: v for k, v in metrics.items() if k != "epoch"})
+
+  try:
+    out = train.train_child(space, arch, dataset, dict(cfg["final"]), key,
+                            workdir=str(workdir), progress=progress)
+  except RuntimeError as e:
+    if "diverged" not in str(e):
+      raise
+    log.error("final training of %s: %s", space.arch_id(arch), e)
+    raise ValueError(f"final training of {space.arch_id(arch)} stopped: {e}") from None
+  finally:
+    bar.close()
+  if not isinstance(out, dict) or "test_acc" not in out and "test_ppl" not in out:
+    raise ValueError("nas_jax.train.train_child must return a dict with 'test_acc' or 'test_ppl'")
+  return out
+
+
+def load_arch_file(path: str | os.PathLike) -> tuple[Any, np.ndarray, dict[str, Any]]:
+  """Reads a ``best_arch.json`` (``{"space": ..., "genotype": ...}``).
+
+  Returns:
+    ``(space, arch, record)``: the space instance, the validated int32
+    architecture and the whole JSON record.
+
+  Raises:
+    ValueError: missing file, not JSON, missing fields, unknown space or a
+      genotype the space rejects; the message names the file.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f"--arch file {path} does not exist; give a best_arch.json written by "
+                     "experiments/run.py")
+  try:
+    record = json.loads(path.read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise ValueError(f"malformed --arch file {path}: not JSON ({e})") from None
+  if not isinstance(record, dict) or not isinstance(record.get("space"), str) \
+      or not isinstance(record.get("genotype"), dict):
+    raise ValueError(f"malformed --arch file {path}: expected a JSON object with 'space' "
+                     "(e.g. \"nasnet\") and 'genotype' (an object), as in best_arch.json")
+  if record["space"] not in registry.SPACES:
+    raise ValueError(f"malformed --arch file {path}: unknown space {record['space']!r}; "
+                     f"known: {sorted(registry.SPACES)}")
+  space = registry.get_space(record["space"])
+  try:
+    arch = space.validate(space.from_genotype(record["genotype"]))
+  except (ValueError, KeyError, TypeError, IndexError) as e:
+    raise ValueError(f"malformed --arch file {path}: bad genotype ({e})") from None
+  return space, arch, record
+
+
+def retrain(arch_file: str | os.PathLike, config: dict[str, Any], workdir: str | os.PathLike,
+            *, quiet: bool = False) -> dict[str, Any]:
+  """Trains the architecture of ``arch_file`` from scratch with ``config["final"]``.
+
+  Uses the same key as ``run_experiment``'s final training, so with the same
+  seed, dataset and ``final`` settings it reproduces that run's
+  ``final_test_acc``. Rerunning with the same workdir resumes (per epoch).
+
+  Args:
+    arch_file: a ``best_arch.json``.
+    config: experiment config (``seed``, ``dataset``, ``data_dir``, ``data``,
+      ``final``).
+    workdir: output directory (``retrain.json``, ``final_curve.png``,
+      checkpoints).
+    quiet: no progress bar.
+
+  Returns:
+    dict with ``arch_id``, ``genotype``, ``final_test_acc`` (or
+    ``final_test_ppl``), ``final_curve``, ``final_seconds`` (also written to
+    ``workdir/retrain.json``).
+  """
+  cfg = config_lib.validate_config(config)
+  if cfg["final"].get("epochs", 0) < 1:
+    raise ValueError("final.epochs must be >= 1 to retrain (use --epochs N)")
+  space, arch, record = load_arch_file(arch_file)
+  config_lib.check_task(space.name, cfg["dataset"])
+  check_final_config(cfg)
+  workdir = pathlib.Path(workdir).resolve()
+  workdir.mkdir(parents=True, exist_ok=True)
+  t0 = time.perf_counter()
+  final = final_training(space, arch, cfg, experiment_keys(cfg["seed"])[3], workdir,
+                         lambda: load_data(cfg), quiet)
+  curve = report.clean_curve(final.get("curve"))
+  name, value = metric_of(final)
+  out = {"arch_file": str(pathlib.Path(arch_file).resolve()), "space": space.name,
+         "arch_id": space.arch_id(arch), "genotype": space.to_genotype(arch),
+         "search_score": record.get("search_score"), "dataset": cfg["dataset"],
+         "seed": cfg["seed"], "final": cfg["final"],
+         f"final_{name}": None if value is None else float(value), "final_curve": curve,
+         "final_nonfinite_steps": int(final.get("nonfinite_steps", 0)),
+         "final_seconds": round(time.perf_counter() - t0, 3)}
+  if curve:
+    report.plot_curve(curve, workdir / "final_curve.png",
+                      f"retraining: {name.replace('_', ' ')} {value:.2f}" if value is not None
+                      else "retraining")
+  workdir_lib.write_json(workdir / "retrain.json", out)
+  return out

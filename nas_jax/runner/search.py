@@ -1,0 +1,217 @@
+"""The ask/tell search: one round, and the checkpointed loop over rounds.
+
+``search_round`` is the one place where a strategy asks, an evaluator
+scores and the strategy is told (with the costs when known); the runner's loop
+below, the NAS-Bench-201 harness (``nas_jax.benchmarks_nb201``) and the NAO-WS
+Kendall benchmark all call it, so they run the same search::
+
+    k_ask, k_eval = split(fold_in(search_key, round))
+    archs  = strategy.ask(state, k_ask)[:remaining]     # validated by the space
+    result = evaluator.evaluate(ev_state, archs, k_eval)
+    state  = strategy.tell(state, archs, scores, costs={"flops", "params"})
+
+``run_search`` repeats rounds until ``budget`` architectures are evaluated,
+appending one history line per architecture (index, round, arch id,
+genotype, search score, the raw metric, FLOPs and parameters, the learning
+curve when the evaluation trained one, why a run was stopped, cost and wall
+time) and checkpointing the whole search state every ``interval_s`` seconds
+and after the last round. Round keys are ``fold_in(search_key, round)``, so a
+run killed at any point (SIGKILL included) and resumed writes the same history
+as an uninterrupted one.
+
+Example:
+    >>> rnd = search_round(strategy, evaluator, space, s_state, e_state, k_search, 0, remaining=10)
+    >>> rnd.archs.shape[0] <= 10, rnd.scores.shape == (len(rnd.archs),)
+    (True, True)
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from nas_jax.evaluators.base import Evaluation
+from nas_jax.runner import report
+
+log = logging.getLogger("nas_jax.experiment")
+
+
+@jax.jit
+def round_keys(key: jax.Array, r: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(ask key, evaluate key) of round ``r``: ``split(fold_in(key, r))``, one jitted call."""
+  return tuple(jax.random.split(jax.random.fold_in(key, r)))
+
+
+@dataclasses.dataclass
+class Round:
+  """What one ask/evaluate/tell round produced.
+
+  Attributes:
+    archs: int32[K, ...] the evaluated architectures (validated).
+    evaluation: the evaluator's ``Evaluation``.
+    scores: float64[K] search scores (NaN where the evaluation failed).
+    told: float64[K] the scores the strategy was told (-inf for failures).
+    costs: ``{"flops", "params"}`` float64[K] arrays, or None.
+    strategy_state, evaluator_state: the states after the round.
+  """
+  archs: np.ndarray
+  evaluation: Evaluation
+  scores: np.ndarray
+  told: np.ndarray
+  costs: dict[str, np.ndarray] | None
+  strategy_state: Any
+  evaluator_state: Any
+
+
+def search_round(strategy, evaluator, space, strategy_state: Any, evaluator_state: Any,
+                 search_key: jax.Array, round_index: int, *, remaining: int,
+                 cost_model: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None) -> Round:
+  """One round: ask, evaluate at most ``remaining`` architectures, tell.
+
+  Args:
+    strategy: an ask/tell strategy.
+    evaluator: an evaluator.
+    space: the search space (validates the asked architectures).
+    strategy_state, evaluator_state: the states before the round.
+    search_key: the search's key; the round's keys are
+      ``split(fold_in(search_key, round_index))``.
+    round_index: the round number.
+    remaining: the budget left (a larger batch is cut, and only the evaluated
+      part is told).
+    cost_model: ``archs -> {"flops", "params"}`` (``runner.costs.CostModel``),
+      or None (the strategy is told no costs).
+
+  Returns:
+    A ``Round``.
+
+  Raises:
+    ValueError: the strategy asked for no or malformed architectures, or the
+      evaluator returned scores of the wrong shape.
+  """
+  k_ask, k_eval = round_keys(search_key, np.int32(round_index))
+  archs, strategy_state = strategy.ask(strategy_state, k_ask)
+  archs = np.asarray(archs)
+  shape = tuple(space.arch_shape)
+  if archs.ndim != 1 + len(shape) or archs.shape[1:] != shape or len(archs) == 0:
+    raise ValueError(f"strategy {getattr(strategy, 'name', strategy)!r} asked for archs of shape "
+                     f"{archs.shape}; expected [K>0, {', '.join(map(str, shape))}]")
+  archs = np.stack([space.validate(a) for a in archs[:remaining]])
+  evaluation, evaluator_state = evaluator.evaluate(evaluator_state, archs, k_eval)
+  scores = np.asarray(evaluation.scores, dtype=np.float64).reshape(-1)
+  seconds = np.asarray(evaluation.costs, dtype=np.float64).reshape(-1)
+  if scores.shape != (len(archs),) or seconds.shape != (len(archs),):
+    raise ValueError(f"evaluator {getattr(evaluator, 'name', evaluator)!r} returned {scores.shape} "
+                     f"scores and {seconds.shape} costs for {len(archs)} architectures")
+  told = np.where(np.isfinite(scores), scores, -np.inf)
+  costs = None if cost_model is None else cost_model(archs)
+  if costs is None:
+    strategy_state = strategy.tell(strategy_state, archs, told)
+  else:
+    strategy_state = strategy.tell(strategy_state, archs, told, costs=costs)
+  return Round(archs, evaluation, scores, told, costs, strategy_state, evaluator_state)
+
+
+def history_lines(space, rnd: Round, first_index: int, round_index: int,
+                  wall_time_s: float) -> list[dict[str, Any]]:
+  """The history lines of a round (``wall_time_s`` always last)."""
+  out = []
+  infos = rnd.evaluation.info or [{}] * len(rnd.archs)
+  for i, arch in enumerate(rnd.archs):
+    info = infos[i] or {}
+    line: dict[str, Any] = {
+        "index": first_index + i, "round": round_index, "arch_id": space.arch_id(arch),
+        "genotype": space.to_genotype(arch),
+        "search_score": float(rnd.scores[i]) if np.isfinite(rnd.scores[i]) else None}
+    if info.get("metrics"):
+      line["metrics"] = info["metrics"]
+    if rnd.costs is not None:
+      line["flops"] = int(rnd.costs["flops"][i])
+      line["params"] = int(rnd.costs["params"][i])
+    if info.get("curve"):
+      line["curve"] = report.clean_curve(info["curve"])
+    if info.get("stopped"):
+      line["stopped"] = info["stopped"]
+    if info.get("error"):
+      line["error"] = str(info["error"])
+    line["cost_s"] = round(float(rnd.evaluation.costs[i]), 6)
+    line["wall_time_s"] = round(wall_time_s, 3)
+    out.append(line)
+  return out
+
+
+def run_search(ctx, strategy, evaluator, k_strategy, k_evaluator, k_search) -> list[dict[str, Any]]:
+  """The checkpointed ask/tell loop; returns every history record.
+
+  Args:
+    ctx: the run's ``runner.experiment.RunContext`` (config, workdir,
+      checkpointer, history, progress bar settings, cost model, meta).
+    strategy, evaluator: the constructed components.
+    k_strategy, k_evaluator, k_search: the experiment's keys.
+  """
+  cfg, space = ctx.cfg, ctx.space
+  key = jax.random.key(cfg["seed"])
+  state = {"strategy": strategy.init(k_strategy), "evaluator": evaluator.init(k_evaluator),
+           "key": key}
+  restored = ctx.ckpt.restore(state)
+  if restored is None:
+    meta = {"round": 0, "history_len": 0, "search_seconds": 0.0, "sessions": 0,
+            "nonfinite_scores": 0, "search_nonfinite_steps": 0}
+    log.info("starting %s on %s/%s with evaluator %s, budget %d, seed %d in %s",
+             cfg["strategy"]["name"], cfg["space"], cfg["dataset"], cfg["evaluator"]["name"],
+             cfg["budget"], cfg["seed"], ctx.workdir)
+  else:
+    state, meta = restored
+    log.info("resuming from checkpoint %d: %d evaluation(s) done", meta["round"],
+             meta["history_len"])
+  meta["sessions"] += 1
+  ctx.meta = meta
+  records = ctx.history.reconcile(meta["history_len"])
+  budget = cfg["budget"]
+  seconds0 = meta["search_seconds"]
+  t0 = time.perf_counter()
+  ctx.mark_setup_done(t0)
+  last_save = t0
+  best = report.best(records)
+  bar = ctx.progress(budget, len(records), "search", "arch")
+  try:
+    if best is not None:
+      bar.set_postfix(best_search_score=f"{best['search_score']:.2f}")
+    while len(records) < budget:
+      r = meta["round"]
+      rnd = search_round(strategy, evaluator, space, state["strategy"], state["evaluator"], k_search,
+                         r, remaining=budget - len(records), cost_model=ctx.cost_model)
+      bad = int((~np.isfinite(rnd.scores)).sum())
+      if bad:
+        log.warning("round %d: %d non-finite search score(s), told as -inf (failed)", r, bad)
+        meta["nonfinite_scores"] += bad
+      for info in rnd.evaluation.info or []:
+        meta["search_nonfinite_steps"] += int((info or {}).get("nonfinite_steps", 0))
+      now = time.perf_counter()
+      new = history_lines(space, rnd, len(records), r, seconds0 + now - t0)
+      ctx.history.append(new)
+      records += new
+      state = {"strategy": rnd.strategy_state, "evaluator": rnd.evaluator_state,
+               "key": state["key"]}
+      meta["round"] = r + 1
+      meta["history_len"] = len(records)
+      b = report.best(new)
+      if b is not None and (best is None or b["search_score"] > best["search_score"]):
+        best = b
+      log.info("round %d: %d evaluated, best search_score in round %s, overall %s", r,
+               len(records), None if b is None else round(b["search_score"], 4),
+               None if best is None else round(best["search_score"], 4))
+      bar.update(len(new))
+      if best is not None:
+        bar.set_postfix(best_search_score=f"{best['search_score']:.2f}")
+      if now - last_save >= cfg["checkpoint"]["interval_s"] or len(records) >= budget:
+        meta["search_seconds"] = round(seconds0 + time.perf_counter() - t0, 3)
+        ctx.ckpt.save(meta["round"], state, meta)
+        last_save = time.perf_counter()
+  finally:
+    bar.close()
+  ctx.search_seconds = round(seconds0 + time.perf_counter() - t0, 3)
+  return records

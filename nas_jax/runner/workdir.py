@@ -1,0 +1,129 @@
+"""The workdir: its claim by one experiment, atomic JSON files, the history and run.log.
+
+``claim_workdir`` writes ``config.json`` (or checks that the workdir holds the
+same experiment); ``History`` is ``history.jsonl``, appended line by line with
+fsync and cut back to what a checkpoint covers on resume; ``write_json``
+writes a file atomically; ``log_to(workdir)`` sends the library's log to
+``run.log`` for the duration of a run.
+
+Example:
+    >>> history = History(pathlib.Path("/tmp/h.jsonl"))
+    >>> history.append([{"index": 0, "search_score": 1.0}])
+    >>> history.reconcile(1)
+    [{'index': 0, 'search_score': 1.0}]
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pathlib
+from typing import Any, Iterator
+
+from nas_jax.runner import config as config_lib
+
+log = logging.getLogger("nas_jax.experiment")
+
+
+def write_json(path: pathlib.Path, obj: Any) -> None:
+  """Writes JSON atomically (temporary file + rename)."""
+  tmp = path.with_name(path.name + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+    f.write("\n")
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def claim_workdir(workdir: pathlib.Path, cfg: dict[str, Any]) -> None:
+  """Writes config.json, or checks that the workdir holds this experiment."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  path = workdir / "config.json"
+  if path.exists():
+    try:
+      saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+      raise ValueError(f"{path} is unreadable ({e}); use a fresh --workdir") from None
+    if not isinstance(saved, dict):
+      raise ValueError(f"{path} does not hold an experiment config; use a fresh --workdir")
+    strip = lambda c: {k: v for k, v in c.items() if k not in config_lib.NOT_FINGERPRINTED}
+    diffs = config_lib.diff(strip(saved), strip(cfg))
+    if diffs:
+      raise ValueError(f"workdir {workdir} holds another experiment (differs in "
+                       f"{'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}); "
+                       "use another --workdir or the same settings to resume")
+    if saved != cfg:
+      write_json(path, cfg)  # e.g. a new data_dir
+    return
+  leftovers = [p.name for p in workdir.iterdir()
+               if not p.name.startswith(".") and p.name != "config.json.tmp"]
+  if leftovers:
+    raise ValueError(f"workdir {workdir} is not empty and holds no config.json "
+                     f"(found {sorted(leftovers)[:3]}); use an empty or new --workdir")
+  write_json(path, cfg)
+
+
+class History:
+  """history.jsonl: appended with fsync, reconciled with the checkpoint."""
+
+  def __init__(self, path: pathlib.Path):
+    self.path = path
+
+  def reconcile(self, n: int) -> list[dict[str, Any]]:
+    """Keeps the first ``n`` lines (those the checkpoint covers) and returns them."""
+    data = self.path.read_bytes() if self.path.exists() else b""
+    keep = 0
+    for _ in range(n):
+      end = data.find(b"\n", keep)
+      if end < 0:
+        raise ValueError(f"{self.path} has {data.count(10)} complete line(s) but the "
+                         f"checkpoint covers {n}; the workdir is damaged, use a fresh --workdir")
+      keep = end + 1
+    if keep != len(data):
+      log.info("history: dropping %d byte(s) written after the last checkpoint",
+               len(data) - keep)
+      with open(self.path, "r+b" if self.path.exists() else "wb") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    records = []
+    for line_no, line in enumerate(data[:keep].splitlines(), start=1):
+      try:
+        records.append(json.loads(line))
+      except ValueError:
+        raise ValueError(f"{self.path}, line {line_no} is not JSON; the workdir is "
+                         "damaged, use a fresh --workdir") from None
+    return records
+
+  def append(self, records: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
+    with open(self.path, "ab") as f:
+      f.write(text.encode())
+      f.flush()
+      os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def log_to(workdir: pathlib.Path) -> Iterator[None]:
+  """Sends the ``nas_jax`` loggers to ``workdir/run.log`` (INFO) for the block.
+
+  The console shows progress bars only; the log does not propagate to the
+  root logger while the block runs.
+  """
+  handler = logging.FileHandler(workdir / "run.log")
+  handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+  root = logging.getLogger("nas_jax")
+  root.addHandler(handler)
+  old_level, old_propagate = root.level, root.propagate
+  if root.level == logging.NOTSET or root.level > logging.INFO:
+    root.setLevel(logging.INFO)
+  root.propagate = False
+  try:
+    yield
+  finally:
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+    root.propagate = old_propagate
+    handler.close()
