@@ -88,12 +88,13 @@ def main() -> None:
   import jax
   import numpy as np
 
-  from nas_jax.networks import nasnet
+  from nas_jax import networks
   from supernet import arch_sampler, build_train_step  # benchmarks/supernet.py, beside this script
 
   rng = np.random.default_rng(0)
   sample_arch = arch_sampler("nasnet", rng)
-  cfg, state, train_step = build_train_step(nasnet)
+  net = networks.family("nasnet").supernet
+  cfg, state, train_step = build_train_step(net)
   if args.mode == "train":
     x = rng.standard_normal((64, 32, 32, 3), np.float32)
     y = rng.integers(0, 10, 64).astype(np.int32)
@@ -106,7 +107,7 @@ def main() -> None:
       jax.block_until_ready(metrics)
     per_call = 1
   else:
-    eval_archs = nasnet.make_eval_archs(cfg)
+    eval_archs = net.make_eval_archs(cfg)
     xe = rng.standard_normal((args.eval_batch, 32, 32, 3), np.float32)
     ye = rng.integers(0, 10, args.eval_batch).astype(np.int32)
     archs = lambda: np.stack([sample_arch() for _ in range(args.eval_archs)])  # noqa: E731

@@ -64,18 +64,18 @@ def _process_start() -> float:
 DEFAULT_LAYERS = {"nasnet": 8, "nb201": 5}
 
 
-def build_train_step(net_module, channels: int = 16, layers: int = 8, size: int = 32):
+def build_train_step(supernet, channels: int = 16, layers: int = 8, size: int = 32):
   """``(config, train state, jitted train step)`` of the benchmark supernet
-  (10 classes, ``size x size x 3`` images), built with ``net_module``
-  (``nas_jax.networks.nasnet`` / ``nb201``, or a reference copy of one, see
-  supernet_ab.py)."""
+  (10 classes, ``size x size x 3`` images), built with ``supernet`` (a
+  ``networks.base.WeightSharing``: ``networks.family("nasnet").supernet`` /
+  ``"nb201"``, or a reference copy of one, see supernet_ab.py)."""
   import jax
 
-  cfg = net_module.SupernetConfig(num_classes=10, init_channels=channels, layers=layers)
-  params, stats = net_module.init_supernet(jax.random.key(0), cfg, (size, size, 3))
-  tx = net_module.default_optimizer()
-  state = net_module.init_train_state(params, stats, tx)
-  return cfg, state, net_module.make_train_step(cfg, tx)
+  cfg = supernet.config(num_classes=10, init_channels=channels, layers=layers)
+  params, stats = supernet.init(jax.random.key(0), cfg, (size, size, 3))
+  tx = supernet.default_optimizer()
+  state = supernet.init_train_state(params, stats, tx)
+  return cfg, state, supernet.make_train_step(cfg, tx)
 
 
 def arch_sampler(space: str, rng):
@@ -95,7 +95,7 @@ def arch_sampler(space: str, rng):
   return nasnet_arch
 
 
-def child_vs_supernet(net_module, cfg, state, train_step, archs, x, y, steps: int = 5):
+def child_vs_supernet(fam, cfg, state, train_step, archs, x, y, steps: int = 5):
   """Median train-step times of each arch's child network and of the supernet on that arch.
 
   Returns ``(rows, state)``: one dict per arch, and the supernet state after its steps.
@@ -110,10 +110,10 @@ def child_vs_supernet(net_module, cfg, state, train_step, archs, x, y, steps: in
   key = jax.random.key(1)
   rows = []
   for arch in archs:
-    child = net_module.build_child(None, arch, num_classes=cfg.num_classes, init_channels=cfg.init_channels,
-                                   layers=cfg.layers)
+    child = fam.build_child(None, arch, num_classes=cfg.num_classes, init_channels=cfg.init_channels,
+                            layers=cfg.layers)
     variables = child.init(jax.random.key(0), x[:2], train=False)
-    tx = net_module.default_optimizer()
+    tx = fam.supernet.default_optimizer()
 
     @jax.jit
     def child_step(params, batch_stats, opt_state):
@@ -173,8 +173,7 @@ def main() -> None:
   import jax
   import numpy as np
 
-  from nas_jax import ops, runtime
-  from nas_jax.networks import nasnet, nb201
+  from nas_jax import networks, ops, runtime
 
   compile_events: list[float] = []
 
@@ -191,7 +190,8 @@ def main() -> None:
 
   rng = np.random.default_rng(0)
   sample_arch = arch_sampler(args.space, rng)
-  net = {"nasnet": nasnet, "nb201": nb201}[args.space]
+  fam = networks.family(args.space)
+  net = fam.supernet
   layers = DEFAULT_LAYERS[args.space] if args.layers is None else args.layers
 
   cfg, state, train_step = build_train_step(net, args.channels, layers, args.size)
@@ -222,7 +222,7 @@ def main() -> None:
   if args.child_archs:
     if args.space != "nasnet":
       raise SystemExit("error: --child-archs is for --space nasnet")
-    child_rows, state = child_vs_supernet(net, cfg, state, train_step,
+    child_rows, state = child_vs_supernet(fam, cfg, state, train_step,
                                           [sample_arch() for _ in range(args.child_archs)], x, y)
 
   xe = rng.standard_normal((args.eval_batch, args.size, args.size, 3), np.float32)

@@ -7,36 +7,76 @@ one, compiles both train steps, then times them on the same random
 architectures with the steps alternating, and reports the per-architecture
 time ratio (current / reference), which machine load affects far less.
 
+The reference is the ``nas_jax/networks/nasnet`` package of another checkout
+(its modules import each other relatively, so the copy loads beside the
+installed one), or the single-file ``nasnet.py`` of revisions before the
+package split.
+
 Usage:
-    git show HEAD~1:nas_jax/networks/nasnet.py > /tmp/nasnet_ref.py
-    python benchmarks/supernet_ab.py --ref /tmp/nasnet_ref.py --archs 12 --out /tmp/ab.json
+    git worktree add /tmp/ref HEAD~1
+    python benchmarks/supernet_ab.py --ref /tmp/ref/nas_jax/networks/nasnet --archs 12 --out /tmp/ab.json
 
 Both versions share ``nas_jax.ops`` and ``nas_jax.networks.supernet`` (the
 installed ones): to compare a change to those, copy the reference module under
-another name and point ``--ref`` at a ``nasnet.py`` that imports it.
+another name and point ``--ref`` at a ``nasnet`` copy that imports it.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import time
 
 
 def _load(path: str, name: str):
-  spec = importlib.util.spec_from_file_location(name, path)
+  """The module at ``path``: a package directory (its ``__init__.py``) or a single ``.py`` file."""
+  location, search = path, None
+  if os.path.isdir(path):
+    location, search = os.path.join(path, "__init__.py"), [path]
+  spec = None
+  if os.path.isfile(location):
+    spec = importlib.util.spec_from_file_location(name, location, submodule_search_locations=search)
   if spec is None or spec.loader is None:
-    raise SystemExit(f"error: cannot load a module from --ref {path!r}; give a copy of nasnet.py")
+    raise SystemExit(f"error: cannot load a module from --ref {path!r}; give a nasnet package directory or "
+                     "a nasnet.py file")
   module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module  # dataclasses look their module up here
+  sys.modules[name] = module  # dataclasses (and relative imports) look their module up here
   spec.loader.exec_module(module)
   return module
 
 
+class _ModuleSupernet:
+  """The ``WeightSharing`` calls ``build_train_step`` makes, on a pre-family ``nasnet.py`` module."""
+
+  def __init__(self, module):
+    self.module = module
+
+  def config(self, **fields):
+    return self.module.SupernetConfig(**fields)
+
+  def init(self, key, config, input_shape):
+    return self.module.init_supernet(key, config, input_shape)
+
+  def default_optimizer(self):
+    return self.module.default_optimizer()
+
+  def init_train_state(self, params, batch_stats, tx):
+    return self.module.init_train_state(params, batch_stats, tx)
+
+  def make_train_step(self, config, tx):
+    return self.module.make_train_step(config, tx)
+
+
+def _supernet_of(module):
+  family = getattr(module, "FAMILY", None)
+  return family.supernet if family is not None else _ModuleSupernet(module)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--ref", required=True, help="path of the reference nasnet.py")
+  parser.add_argument("--ref", required=True, help="path of the reference nasnet package (or nasnet.py)")
   parser.add_argument("--archs", type=int, default=12, help="random architectures timed (one step each)")
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--size", type=int, default=32)
@@ -46,14 +86,16 @@ def main() -> None:
   import jax
   import numpy as np
 
-  from nas_jax.networks import nasnet as current
+  from nas_jax import networks
+  from nas_jax.networks import nasnet
   from supernet import build_train_step  # benchmarks/supernet.py, beside this script
 
-  reference = _load(args.ref, "nasnet_reference")
+  current = networks.family("nasnet").supernet
+  reference = _supernet_of(_load(args.ref, "nasnet_reference"))
   rng = np.random.default_rng(0)
   x = rng.standard_normal((args.batch, args.size, args.size, 3), np.float32)
   y = rng.integers(0, 10, args.batch).astype(np.int32)
-  archs = [current.random_arch(jax.random.key(i)) for i in range(args.archs + 1)]
+  archs = [nasnet.random_arch(jax.random.key(i)) for i in range(args.archs + 1)]
 
   runs = {}
   for name, module in (("reference", reference), ("current", current)):

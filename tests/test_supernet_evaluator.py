@@ -73,3 +73,17 @@ def test_training_changes_scores_and_compiles_once(setup):
 def test_bad_config_is_rejected(setup, bad, message):
   with pytest.raises(ValueError, match=message):
     SupernetEvaluator(setup[0], {**TINY, **bad})
+
+
+def test_space_without_supernet_is_rejected(setup, monkeypatch):
+  from nas_jax import networks  # pylint: disable=import-outside-toplevel
+
+  class NoSupernet:
+    name, tasks, supernet, continuous = "nb201", ("images",), None, None
+
+    def build_child(self, space, arch, **config):
+      raise NotImplementedError
+
+  monkeypatch.setattr(networks, "family", lambda name: NoSupernet())
+  with pytest.raises(ValueError, match="has no weight-sharing supernet"):
+    SupernetEvaluator(setup[0], TINY)

@@ -12,10 +12,11 @@ optimizer state, data position) is a pytree that the experiment loop
 checkpoints, and the data order is a pure function of ``(seed, epoch, step)``,
 so a resumed search continues exactly.
 
-The network family comes from ``nas_jax.networks.family(space.name)``, which
-must provide ``SupernetConfig``, ``init_supernet``, ``init_train_state``,
-``default_optimizer``, ``make_train_step`` and ``make_eval_archs`` (the
-``nasnet`` family does).
+The supernet is the ``supernet`` of the space's network family
+(``nas_jax.networks.family(space.name).supernet``, a
+``networks.base.WeightSharing``: ``config``, ``init``, ``init_train_state``,
+``default_optimizer``, ``make_train_step``, ``make_eval_archs``); the
+``nasnet`` and ``nb201`` families have one.
 
 Example:
     >>> evaluator = SupernetEvaluator(space, {"dataset": "digits", "steps_per_round": 20})
@@ -104,6 +105,10 @@ class SupernetEvaluator(Evaluator):
     super().__init__(space, {**DEFAULT_CONFIG, **(config or {})})
     _check(self.config)
     self.family = networks.family(space.name)
+    if self.family.supernet is None:
+      raise ValueError(f"space {space.name!r} has no weight-sharing supernet "
+                       f"(networks.family({space.name!r}).supernet is None); use another evaluator")
+    self.supernet = self.family.supernet
     self._dataset = None
     self._compiled = None
 
@@ -131,7 +136,7 @@ class SupernetEvaluator(Evaluator):
   @property
   def net_config(self):
     cfg = self.config
-    return self.family.SupernetConfig(
+    return self.supernet.config(
         num_classes=self.dataset.num_classes, init_channels=cfg["init_channels"],
         layers=cfg["layers"], num_nodes=cfg["num_nodes"])
 
@@ -140,7 +145,7 @@ class SupernetEvaluator(Evaluator):
     total = cfg["steps_per_round"] * cfg["total_rounds"]
     schedule = optax.cosine_decay_schedule(
         cfg["lr"], decay_steps=total, alpha=(cfg["lr_min"] / cfg["lr"]) if cfg["lr"] else 0.0)
-    return self.family.default_optimizer(
+    return self.supernet.default_optimizer(
         learning_rate=schedule, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
         clip_norm=cfg["grad_clip"])
 
@@ -156,14 +161,14 @@ class SupernetEvaluator(Evaluator):
     if self._compiled is None:
       net_cfg = self.net_config
       self._compiled = (
-          self.family.make_train_step(net_cfg, self._optimizer(), drop_path=self._drop_path()),
-          self.family.make_eval_archs(net_cfg, bn=self.config["eval_bn"]))
+          self.supernet.make_train_step(net_cfg, self._optimizer(), drop_path=self._drop_path()),
+          self.supernet.make_eval_archs(net_cfg, bn=self.config["eval_bn"]))
     return self._compiled
 
   def init(self, key: jax.Array) -> dict[str, Any]:
     """Supernet parameters, optimizer state and the data position."""
-    params, stats = self.family.init_supernet(key, self.net_config, self.dataset.image_shape)
-    return {"net": self.family.init_train_state(params, stats, self._optimizer()),
+    params, stats = self.supernet.init(key, self.net_config, self.dataset.image_shape)
+    return {"net": self.supernet.init_train_state(params, stats, self._optimizer()),
             "data_epoch": np.int64(0), "data_step": np.int64(0)}
 
   # --- evaluation ---------------------------------------------------------

@@ -1,11 +1,20 @@
 """Networks for each search space: weight-sharing supernets, continuous
 relaxations and fixed child networks.
 
-``build_child`` is the one entry point the training loop uses for every space;
-each space's module (``nas_jax.networks.<space>``) provides ``build_child``
-with the same signature.
+Every search space with networks has one *family* object
+(``nas_jax.networks.base.NetworkFamily``): ``family(space_name)`` returns it.
+It builds the fixed child network of an architecture (``build_child``, the one
+entry point the training loop uses for every space) and offers, where the
+space has them, a weight-sharing supernet (``.supernet``, a
+``base.WeightSharing``) and a continuous relaxation (``.continuous``, a
+``base.ContinuousRelaxation``); a capability the family lacks is None. Each
+space's package ``nas_jax.networks.<space>`` defines its family as the module
+attribute ``FAMILY``; it is imported on first use.
 
 Example:
+    >>> fam = family("nasnet")
+    >>> cfg = fam.supernet.config(num_classes=10, init_channels=16, layers=8)
+    >>> params, stats = fam.supernet.init(jax.random.key(0), cfg, (32, 32, 3))
     >>> model = build_child(space, arch, num_classes=10, init_channels=16, layers=8)
     >>> variables = model.init({"params": key}, x, train=False)
     >>> logits, aux_logits = model.apply(variables, x, train=False)
@@ -15,14 +24,49 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_FAMILIES = {"nasnet": "nas_jax.networks.nasnet", "nb201": "nas_jax.networks.nb201"}
+from nas_jax.networks.base import ContinuousRelaxation, NetworkFamily, WeightSharing
+
+# space name -> the module whose ``FAMILY`` is the space's network family
+_FAMILIES = {"nasnet": "nas_jax.networks.nasnet", "nb201": "nas_jax.networks.nb201",
+             "darts": "nas_jax.networks.darts", "rnn": "nas_jax.networks.rnn"}
+
+#: The tasks (``nas_jax.tasks``) each space's networks serve, declared with the
+#: family's registration so that configs are checked without importing the
+#: networks; ``tests`` check them against each family's own ``tasks``.
+SERVED_TASKS = {"nasnet": ("images",), "nb201": ("images",), "darts": ("images",),
+                "rnn": ("language_model",)}
+
+__all__ = ["ContinuousRelaxation", "NetworkFamily", "SERVED_TASKS", "WeightSharing", "build_child", "family",
+           "known_families", "served_tasks"]
 
 
-def family(space_name: str):
-  """The network module of a space (``nas_jax.networks.<space>``)."""
+def known_families() -> tuple[str, ...]:
+  """The names of the spaces that have networks."""
+  return tuple(sorted(_FAMILIES))
+
+
+def family(space_name: str) -> NetworkFamily:
+  """The network family of a space (the ``FAMILY`` of ``nas_jax.networks.<space>``).
+
+  Args:
+    space_name: the space's registry name, e.g. "nasnet" or "nb201".
+
+  Returns:
+    An object satisfying ``NetworkFamily``: ``name``, ``tasks``, ``supernet``
+    (or None), ``continuous`` (or None), ``build_child(space, arch, **config)``.
+
+  Example:
+    >>> family("nb201").supernet.config(init_channels=16, layers=5)
+    SupernetConfig(num_classes=10, init_channels=16, layers=5, num_nodes=4)
+  """
   if space_name not in _FAMILIES:
-    raise ValueError(f"no networks for space {space_name!r}; known: {sorted(_FAMILIES)}")
-  return importlib.import_module(_FAMILIES[space_name])
+    raise ValueError(f"no networks for space {space_name!r}; spaces with networks: {list(known_families())}")
+  module = importlib.import_module(_FAMILIES[space_name])
+  fam = getattr(module, "FAMILY", None)
+  if fam is None:
+    raise ValueError(f"{_FAMILIES[space_name]} defines no FAMILY; it must set FAMILY to its "
+                     "networks.base.NetworkFamily object")
+  return fam
 
 
 def build_child(space, arch, **config: Any):
@@ -32,21 +76,16 @@ def build_child(space, arch, **config: Any):
     space: the ``SearchSpace`` of ``arch``.
     arch: int32 architecture array of that space.
     **config: ``num_classes``, ``init_channels``, ``layers``, ``auxiliary``
-      (bool), ... as documented by the space's network module.
+      (bool), ... as documented by the space's network package.
 
   Returns:
-    A module whose ``__call__(x, *, train: bool, drop_prob: float = 0.0)``
-    returns ``(logits, aux_logits_or_None)``; variable collections ``params``
-    and ``batch_stats``; rng stream ``drop_path`` when ``drop_prob > 0``.
+    Image families: a module whose ``__call__(x, *, train: bool, drop_prob:
+    float = 0.0)`` returns ``(logits, aux_logits_or_None)``; variable
+    collections ``params`` and ``batch_stats``; rng stream ``drop_path`` when
+    ``drop_prob > 0``. Language-model families: see
+    ``nas_jax.tasks.language_model``.
   """
   return family(space.name).build_child(space, arch, **config)
-
-
-#: The tasks (``nas_jax.tasks``) each space's networks serve, declared with the
-#: family's registration so that configs are checked without importing the
-#: networks; ``tests`` check them against each family's own ``tasks``.
-SERVED_TASKS = {"nasnet": ("images",), "nb201": ("images",), "darts": ("images",),
-                "rnn": ("language_model",)}
 
 
 def served_tasks(space_name: str) -> tuple[str, ...] | None:

@@ -1,10 +1,13 @@
 """Training and batched evaluation of weight-sharing supernets, for any space.
 
-A space's network module (``nas_jax.networks.<space>``) supplies
+A space's network package (``nas_jax.networks.<space>``) supplies
 ``supernet_apply(params, batch_stats, arch, x, *, config, train) ->
 (logits, new_batch_stats)`` with the architecture as a traced int array; the
 functions here turn it into one jitted train step and one jitted call that
 scores K architectures, so every space shares the same training code.
+``WeightSharingBase`` is the shared part of the families' ``supernet``
+objects (``nas_jax.networks.base.WeightSharing``), ``config_from_fields`` the
+shared ``config(**fields)``.
 
 Example:
     >>> apply = functools.partial(nasnet.supernet_apply, config=cfg)
@@ -15,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import chex
@@ -132,3 +136,43 @@ def make_eval_archs(apply_fn: Callable, *, arch_rank: int, method: str = "map", 
     return lax.map(one, archs) if method == "map" else jax.vmap(one)(archs)
 
   return jax.jit(eval_archs)
+
+
+def config_from_fields(config_class: type, fields: dict[str, Any]) -> Any:
+  """``config_class(**fields)``, with unknown fields rejected in one line.
+
+  Example:
+    >>> config_from_fields(nasnet.SupernetConfig, {"init_channels": 8})
+    SupernetConfig(num_classes=10, init_channels=8, layers=8, num_nodes=5, stem_multiplier=3)
+  """
+  known = [f.name for f in dataclasses.fields(config_class)]
+  unknown = sorted(set(fields) - set(known))
+  if unknown:
+    raise ValueError(f"unknown {config_class.__module__}.{config_class.__name__} field(s) {unknown}; "
+                     f"known: {known}")
+  return config_class(**fields)
+
+
+class WeightSharingBase:
+  """What every family's weight-sharing supernet object shares (``networks.base.WeightSharing``).
+
+  A subclass sets ``config_class`` (its frozen config dataclass) and defines
+  ``init``, ``apply``, ``make_train_step``, ``make_eval_archs`` and
+  ``child_variables``; the optimizer and the train state are the ones above.
+  """
+
+  config_class: type
+
+  def config(self, **fields: Any) -> Any:
+    """The network config from keyword fields (unknown ones raise ``ValueError``)."""
+    return config_from_fields(self.config_class, fields)
+
+  def default_optimizer(self, learning_rate: float | optax.Schedule = 0.05, momentum: float = 0.9,
+                        weight_decay: float = 3e-4, clip_norm: float = 5.0) -> optax.GradientTransformation:
+    """See the module function ``default_optimizer``."""
+    return default_optimizer(learning_rate, momentum, weight_decay, clip_norm)
+
+  def init_train_state(self, params: Params, batch_stats: Params,
+                       tx: optax.GradientTransformation) -> dict[str, Any]:
+    """See the module function ``init_train_state``."""
+    return init_train_state(params, batch_stats, tx)

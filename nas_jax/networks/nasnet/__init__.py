@@ -41,19 +41,28 @@ family object (``nas_jax.networks.base.NetworkFamily``) that
 ``nas_jax.networks.family("nasnet")`` returns.
 
 Example:
-    >>> from nas_jax.networks import nasnet
-    >>> cfg = nasnet.SupernetConfig(num_classes=10, init_channels=16, layers=8)
-    >>> params, stats = nasnet.init_supernet(jax.random.key(0), cfg, (32, 32, 3))
-    >>> state = nasnet.init_train_state(params, stats, nasnet.default_optimizer())
-    >>> train_step = nasnet.make_train_step(cfg, nasnet.default_optimizer())
-    >>> state, metrics = train_step(state, arch, (x, y), jax.random.key(1))
-    >>> acc, loss = nasnet.make_eval_archs(cfg)(state["params"], state["batch_stats"], archs, x_val, y_val)
+    >>> from nas_jax import networks
+    >>> net = networks.family("nasnet").supernet
+    >>> cfg = net.config(num_classes=10, init_channels=16, layers=8)
+    >>> params, stats = net.init(jax.random.key(0), cfg, (32, 32, 3))
+    >>> tx = net.default_optimizer()
+    >>> state = net.init_train_state(params, stats, tx)
+    >>> state, metrics = net.make_train_step(cfg, tx)(state, arch, (x, y), jax.random.key(1))
+    >>> acc, loss = net.make_eval_archs(cfg)(state["params"], state["batch_stats"], archs, x_val, y_val)
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import optax
+
+from nas_jax.networks import supernet as supernet_lib
+
 from .child import NasNetChild, build_child, child_variables_from_supernet
-from .common import (AVG, IDENTITY, MAX, NUM_OPS, OPS, SEP3, SEP5, SupernetConfig, check_arch, loose_end_mask,
-                     random_arch)
+from .common import (AVG, IDENTITY, MAX, NUM_OPS, OPS, SEP3, SEP5, SupernetConfig, as_config, check_arch,
+                     loose_end_mask, random_arch)
 from .continuous import (continuous_apply, continuous_cell, derive_arch, edge_index, init_arch_params,
                          init_continuous, num_mixed_edges)
 from .supernet import (default_optimizer, drop_path_scale, init_supernet, init_train_state, make_train_step,
@@ -65,5 +74,92 @@ __all__ = [
     "check_arch", "child_variables_from_supernet", "continuous_apply", "continuous_cell", "default_optimizer",
     "derive_arch", "drop_path_scale", "edge_index", "init_arch_params", "init_continuous", "init_supernet",
     "init_train_state", "loose_end_mask", "make_eval_archs", "make_train_step", "num_mixed_edges",
-    "random_arch", "supernet_apply", "supernet_eval_apply",
+    "random_arch", "supernet_apply", "supernet_eval_apply", "FAMILY",
 ]
+
+
+class NasnetSupernet(supernet_lib.WeightSharingBase):
+  """The weight-sharing supernet as a ``networks.base.WeightSharing`` object.
+
+  ``config(**fields)`` builds a ``SupernetConfig``; the other methods are the
+  module functions of the same meaning (``init_supernet``,
+  ``supernet_apply``, ``make_train_step``, ``make_eval_archs``,
+  ``child_variables_from_supernet``). Architectures are ``int32[2, B, 4]``.
+  """
+
+  config_class = SupernetConfig
+
+  def init(self, key: jax.Array, config: Any, input_shape: tuple[int, ...]) -> tuple[dict, dict]:
+    """See ``init_supernet``."""
+    return init_supernet(key, config, input_shape)
+
+  def apply(self, params: dict, batch_stats: dict, arch: jax.Array, x: jax.Array, *, config: Any, train: bool,
+            rng: jax.Array | None = None, drop_prob: float | jax.Array = 0.0) -> tuple[jax.Array, dict]:
+    """See ``supernet_apply``."""
+    return supernet_apply(params, batch_stats, arch, x, config=config, train=train, rng=rng, drop_prob=drop_prob)
+
+  def make_train_step(self, config: Any, tx: optax.GradientTransformation, *, donate: bool = True,
+                      drop_path: float | Callable = 0.0) -> Callable:
+    """See the module function ``make_train_step``."""
+    return make_train_step(config, tx, donate=donate, drop_path=drop_path)
+
+  def make_eval_archs(self, config: Any, *, method: str = "map", bn: str = "batch",
+                      fast: bool | None = None) -> Callable:
+    """See the module function ``make_eval_archs``."""
+    return make_eval_archs(config, method=method, bn=bn, fast=fast)
+
+  def child_variables(self, arch: Any, params: dict, batch_stats: dict, config: Any,
+                      child_variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """See ``child_variables_from_supernet``."""
+    return child_variables_from_supernet(arch, params, batch_stats, config, child_variables)
+
+
+class NasnetContinuous:
+  """The continuous relaxation as a ``networks.base.ContinuousRelaxation`` object.
+
+  The weights (``float32[2, E, 5]``: cell type, mixed edge ``edge_index(node,
+  input)``, op) are used as given, ``sum_o w[c, e, o] * op_o(h)`` on every
+  edge (``continuous_apply(..., mode="switch")``): a DARTS method passes
+  ``softmax(alpha, -1)``, BayesNAS its switches. ``derive`` is ``derive_arch``
+  (per node the two inputs with the largest op weight, each with its arg-max
+  op; DARTS's rule without the ``none`` op, which this space lacks).
+  """
+
+  op_names = OPS
+
+  def config(self, **fields: Any) -> SupernetConfig:
+    """A ``SupernetConfig`` from keyword fields."""
+    return supernet_lib.config_from_fields(SupernetConfig, fields)
+
+  def weights_shape(self, config: Any) -> tuple[int, int, int]:
+    """``(2, E, 5)`` with ``E = num_mixed_edges(num_nodes)``."""
+    return (2, num_mixed_edges(as_config(config).num_nodes), len(OPS))
+
+  def init(self, key: jax.Array, config: Any, input_shape: tuple[int, ...]) -> tuple[dict, dict]:
+    """See ``init_continuous``."""
+    return init_continuous(key, config, input_shape)
+
+  def apply(self, params: dict, batch_stats: dict, weights: jax.Array, x: jax.Array, *, config: Any,
+            train: bool) -> tuple[jax.Array, dict]:
+    """``continuous_apply(..., mode="switch")``: the weights used as given."""
+    return continuous_apply(params, batch_stats, weights, x, config=config, train=train, mode="switch")
+
+  def derive(self, weights: Any, config: Any = None) -> np.ndarray:
+    """See ``derive_arch`` (``config`` gives B; None: the default 5)."""
+    return derive_arch(weights, 5 if config is None else as_config(config).num_nodes)
+
+
+class NasnetFamily:
+  """The ``nasnet`` network family (``networks.base.NetworkFamily``)."""
+
+  name = "nasnet"
+  tasks = ("images",)
+  supernet = NasnetSupernet()
+  continuous = NasnetContinuous()
+
+  def build_child(self, space: Any, arch: Any, **config: Any) -> NasNetChild:
+    """See the module function ``build_child``."""
+    return build_child(space, arch, **config)
+
+
+FAMILY = NasnetFamily()

@@ -30,7 +30,7 @@ Their public names are re-exported here, and ``FAMILY`` is the family object
 Example:
     >>> from nas_jax.spaces import get_space
     >>> space = get_space("nb201")
-    >>> model = build_child(space, [3, 1, 2, 0, 4, 3], num_classes=10, init_channels=4, layers=1)
+    >>> model = FAMILY.build_child(space, [3, 1, 2, 0, 4, 3], num_classes=10, init_channels=4, layers=1)
     >>> variables = model.init({"params": jax.random.key(0)}, jnp.zeros((2, 8, 8, 3)), train=False)
     >>> logits, aux = model.apply(variables, jnp.zeros((2, 8, 8, 3)), train=False)
     >>> logits.shape, aux
@@ -38,6 +38,12 @@ Example:
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import jax
+import optax
+
+from nas_jax.networks import supernet as supernet_lib
 from nas_jax.spaces.nb201 import EDGES, NUM_EDGES, NUM_OPS, OPS
 
 from .child import NB201Child, build_child, child_variables_from_supernet
@@ -48,5 +54,58 @@ from .supernet import (default_optimizer, init_supernet, init_train_state, make_
 __all__ = [
     "AVG", "CONV1", "CONV3", "EDGES", "NB201Child", "NONE", "NUM_EDGES", "NUM_OPS", "OPS", "SKIP",
     "SupernetConfig", "build_child", "child_variables_from_supernet", "default_optimizer", "init_supernet",
-    "init_train_state", "make_eval_archs", "make_train_step", "supernet_apply", "useful_edges",
+    "init_train_state", "make_eval_archs", "make_train_step", "supernet_apply", "useful_edges", "FAMILY",
 ]
+
+
+class NB201Supernet(supernet_lib.WeightSharingBase):
+  """The weight-sharing supernet as a ``networks.base.WeightSharing`` object.
+
+  ``config(**fields)`` builds a ``SupernetConfig``; the other methods are the
+  module functions of the same meaning (``init_supernet``,
+  ``supernet_apply``, ``make_train_step``, ``make_eval_archs``,
+  ``child_variables_from_supernet``). Architectures are ``int32[6]``.
+  """
+
+  config_class = SupernetConfig
+
+  def init(self, key: jax.Array, config: Any, input_shape: tuple[int, ...]) -> tuple[dict, dict]:
+    """See ``init_supernet``."""
+    return init_supernet(key, config, input_shape)
+
+  def apply(self, params: dict, batch_stats: dict, arch: jax.Array, x: jax.Array, *, config: Any, train: bool,
+            rng: jax.Array | None = None, drop_prob: float | jax.Array = 0.0,
+            forward_only: bool = False) -> tuple[jax.Array, dict]:
+    """See ``supernet_apply``."""
+    return supernet_apply(params, batch_stats, arch, x, config=config, train=train, rng=rng, drop_prob=drop_prob,
+                          forward_only=forward_only)
+
+  def make_train_step(self, config: Any, tx: optax.GradientTransformation, *, donate: bool = True,
+                      drop_path: float | Callable = 0.0) -> Callable:
+    """See the module function ``make_train_step``."""
+    return make_train_step(config, tx, donate=donate, drop_path=drop_path)
+
+  def make_eval_archs(self, config: Any, *, method: str = "map", bn: str = "batch") -> Callable:
+    """See the module function ``make_eval_archs``."""
+    return make_eval_archs(config, method=method, bn=bn)
+
+  def child_variables(self, arch: Any, params: dict, batch_stats: dict, config: Any,
+                      child_variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """See ``child_variables_from_supernet``."""
+    return child_variables_from_supernet(arch, params, batch_stats, config, child_variables)
+
+
+class NB201Family:
+  """The ``nb201`` network family (``networks.base.NetworkFamily``)."""
+
+  name = "nb201"
+  tasks = ("images",)
+  supernet = NB201Supernet()
+  continuous = None
+
+  def build_child(self, space: Any, arch: Any, **config: Any) -> NB201Child:
+    """See the module function ``build_child``."""
+    return build_child(space, arch, **config)
+
+
+FAMILY = NB201Family()
