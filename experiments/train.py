@@ -76,7 +76,10 @@ def main(argv=None) -> int:
   print(f"genotype        : {json.dumps(out['genotype'])}")
   if out["search_score"] is not None:
     print(f"search score    : {out['search_score']:.2f} (validation accuracy during search, %)")
-  print(f"final test acc  : {out['final_test_acc']:.2f} %")
+  if out.get("final_test_ppl") is not None:
+    print(f"final test ppl  : {out['final_test_ppl']:.2f}")
+  else:
+    print(f"final test acc  : {out['final_test_acc']:.2f} %")
   print(f"time            : {out['final_seconds']:.1f} s")
   print(f"outputs         : {workdir}/ (retrain.json, final_curve.png, checkpoints/)")
   return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -200,3 +201,30 @@ def test_workdir_that_is_a_file(tab_config, tmp_path, capsys):
   path.write_text("x")
   fails(run_cli.main, ["--config", tab_config, "--workdir", str(path), "--quiet"], capsys,
         "error: [Errno 17] File exists")
+
+
+def test_main_command_end_to_end_tiny(tmp_path):
+  """`experiments/run.py --strategy nao` (the main command: NAO-WS on the nasnet supernet, digits,
+  final training from scratch) end to end through the CLI, with a tiny config."""
+  workdir = tmp_path / "run"
+  tiny = ["--set", "strategy.init_pool=4", "--set", "strategy.new_per_round=2",
+          "--set", "strategy.top_k=2", "--set", "strategy.train_steps=3",
+          "--set", "evaluator.supernet.init_channels=4", "--set", "evaluator.supernet.layers=3",
+          "--set", "evaluator.supernet.steps_per_round=2", "--set", "evaluator.supernet.total_rounds=2",
+          "--set", "evaluator.supernet.eval_batch_size=64",
+          "--set", "final.init_channels=4", "--set", "final.layers=3"]
+  run = subprocess.run(
+      [sys.executable, str(ROOT / "experiments" / "run.py"), "--strategy", "nao", "--budget", "10",
+       "--final-epochs", "1", "--workdir", str(workdir), "--quiet", *tiny],
+      capture_output=True, text=True,
+      env={**os.environ, "NAS_JAX_COMPILE_CACHE": str(tmp_path / "xla")})
+  assert run.returncode == 0, run.stderr[-3000:]
+  result = json.loads((workdir / "result.json").read_text())
+  assert result["strategy"] == "nao" and result["evaluator"] == "supernet"
+  assert result["num_evaluations"] == 10 and result["final_source"] == "trained from scratch"
+  assert f"{result['final_test_acc']:.2f} %" in run.stdout
+  lines = [json.loads(l) for l in (workdir / "history.jsonl").read_text().splitlines()]
+  assert len(lines) == 10 and all(l["flops"] > 0 and l["params"] > 0 for l in lines)
+  assert result["pareto"] and result["best_flops"] > 0
+  for name in ("search.png", "pareto.png", "final_curve.png", "best_arch.json", "run.log"):
+    assert (workdir / name).is_file(), name
