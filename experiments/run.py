@@ -19,7 +19,9 @@ import argparse
 import json
 import pathlib
 import re
+import signal
 import sys
+import threading
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -128,8 +130,23 @@ def make_parser() -> argparse.ArgumentParser:
   return p
 
 
+def _terminate(signum, frame):  # SIGTERM: stop like Ctrl-C (the search saves a checkpoint)
+  del signum, frame
+  raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
   args = make_parser().parse_args(argv)
+  main_thread = threading.current_thread() is threading.main_thread()
+  old_handler = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+  try:
+    return _main(args)
+  finally:
+    if main_thread:
+      signal.signal(signal.SIGTERM, old_handler)
+
+
+def _main(args) -> int:
   try:
     from nas_jax import experiment  # pylint: disable=import-outside-toplevel
     experiment.enable_compile_cache()

@@ -177,8 +177,12 @@ class SearchCheckpointer:
   def save(self, step: int, trees: dict[str, Any], meta: dict[str, Any]) -> None:
     """Writes checkpoint ``step`` atomically (returns when it is on disk).
 
+    Checkpoints numbered ``step`` or higher are deleted first: they belong to
+    a future the run abandoned when it resumed from an older checkpoint (a
+    damaged history), and they would shadow this one.
+
     Args:
-      step: a number larger than every existing step.
+      step: the checkpoint's number (normally larger than every existing one).
       trees: name -> pytree.
       meta: JSON-serialisable record (round counter, history length, ...).
     """
@@ -188,6 +192,8 @@ class SearchCheckpointer:
     record = {"format": _META_FORMAT, "fingerprint": self.fingerprint, "specs": specs,
               "meta": meta}
     json.dumps(record)  # fail before writing anything if not serialisable
+    for stale in [s for s in self.steps() if s >= step]:
+      self._manager.delete(stale)
     # orbax refuses empty trees; a dummy leaf keeps every item present.
     items = {f"tree_{name}": ocp.args.StandardSave({"_": np.zeros(1, np.int8), **arr})
              for name, arr in arrays.items()}

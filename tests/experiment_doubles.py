@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import os
 import time
 
 import jax
@@ -44,6 +45,7 @@ class NaNEvaluator(Evaluator):
   """Every third architecture (by position in the batch) gets a NaN score."""
 
   name = "test_nan"
+  replayable = True
 
   def evaluate(self, state, archs, key):
     scores = np.asarray(archs, np.float64).reshape(len(archs), -1).sum(1)
@@ -53,6 +55,34 @@ class NaNEvaluator(Evaluator):
 
 
 registry.register("evaluator", "test_nan", f"{__name__}:NaNEvaluator")
+
+
+class CountingEvaluator(Evaluator):
+  """Scores nb201 archs by a fixed function of the ops and the key, slowly, and counts them.
+
+  The file named by ``$NAS_JAX_TEST_COUNT_FILE`` gets one line per evaluated
+  architecture when an ``evaluate`` call finishes (not in the config, so
+  that copies of a workdir stay the same experiment). Config: ``sleep_s``
+  (seconds per architecture).
+  Registered as evaluator ``"test_counting"``.
+  """
+
+  name = "test_counting"
+  replayable = True
+
+  def evaluate(self, state, archs, key):
+    archs = np.asarray(archs)
+    time.sleep(float(self.config.get("sleep_s", 0.0)) * len(archs))
+    noise = np.asarray(jax.random.uniform(key, (len(archs),)))
+    scores = archs.reshape(len(archs), -1).astype(np.float64) @ np.arange(1, 7) + noise
+    with open(os.environ["NAS_JAX_TEST_COUNT_FILE"], "a") as f:
+      f.write("x\n" * len(archs))
+      f.flush()
+      os.fsync(f.fileno())
+    return Evaluation(scores, np.ones(len(archs)), [{} for _ in archs]), state
+
+
+registry.register("evaluator", "test_counting", f"{__name__}:CountingEvaluator")
 
 
 class ToyOneShot(OneShotMethod):

@@ -141,8 +141,8 @@ def test_resume_after_crash_before_checkpoint(table, reference, tmp_path, monkey
   assert json.loads((workdir / "result.json").read_text())["resumed_sessions"] == (crash_at > 1)
 
 
-def test_corrupt_checkpoint_is_refused_and_earlier_kept(table, reference, tmp_path,
-                                                        monkeypatch):
+def test_corrupt_checkpoint_falls_back_to_the_earlier_one(table, reference, tmp_path,
+                                                          monkeypatch, capsys):
   workdir = tmp_path / "run"
   crash_on_save(monkeypatch, 4)  # checkpoints 1..3 written, keep 2 -> {2, 3}
   with pytest.raises(Crash):
@@ -153,12 +153,8 @@ def test_corrupt_checkpoint_is_refused_and_earlier_kept(table, reference, tmp_pa
   for f in (ckdir / "3").rglob("*"):
     if f.is_file():
       f.write_bytes(b"garbage")
-  with pytest.raises(ValueError, match=r"checkpoint .*3 is unreadable.*delete .*3 to resume "
-                                       r"from checkpoint 2"):
-    experiment.run_experiment(tabular_config(table), workdir, quiet=True)
-  assert sorted(p.name for p in ckdir.iterdir()) == ["2", "3"]  # nothing deleted
-  shutil.rmtree(ckdir / "3")  # as the message says
   experiment.run_experiment(tabular_config(table), workdir, quiet=True)
+  assert "checkpoint 3 is unreadable" in capsys.readouterr().err
   assert deterministic(workdir) == deterministic(reference[0])
 
 
@@ -357,7 +353,8 @@ def test_diverged_final_training_is_a_clear_error(table, tmp_path, monkeypatch):
   assert "diverged" in (tmp_path / "run" / "run.log").read_text()
 
 
-def test_history_shorter_than_checkpoint_is_refused(table, tmp_path, monkeypatch):
+def test_history_shorter_than_checkpoint_falls_back_and_says_so(table, reference, tmp_path,
+                                                                monkeypatch, capsys):
   workdir = tmp_path / "run"
   crash_on_save(monkeypatch, 3)  # checkpoints 1, 2 cover 4 lines; 6 lines on disk
   with pytest.raises(Crash):
@@ -365,5 +362,6 @@ def test_history_shorter_than_checkpoint_is_refused(table, tmp_path, monkeypatch
   monkeypatch.undo()
   first = history_lines(workdir)[0]
   (workdir / "history.jsonl").write_text(first + "\n")
-  with pytest.raises(ValueError, match=r"has 1 complete line\(s\) but the checkpoint covers 4"):
-    experiment.run_experiment(tabular_config(table), workdir, quiet=True)
+  experiment.run_experiment(tabular_config(table), workdir, quiet=True)
+  assert "no checkpoint fits the 1 intact history line(s); starting afresh" in capsys.readouterr().err
+  assert deterministic(workdir) == deterministic(reference[0])

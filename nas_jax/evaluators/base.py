@@ -54,6 +54,12 @@ class Evaluator(abc.ABC):
   #: ``"data"`` (the task's loaded data, keyword ``data``) and/or ``"workdir"``
   #: (a directory of its own for per-evaluation checkpoints, keyword ``workdir``).
   needs: tuple[str, ...] = ()
+  #: True when ``evaluate`` leaves the state unchanged and its scores depend
+  #: only on (architectures, key): then a resumed search replays history lines
+  #: written after the last checkpoint instead of evaluating them again
+  #: (``nas_jax.runner.resume``). A supernet, whose weights train between
+  #: queries, is not replayable.
+  replayable: bool = False
 
   def __init__(self, space: SearchSpace, config: dict[str, Any] | None = None):
     self.space = space

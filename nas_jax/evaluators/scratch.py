@@ -76,6 +76,7 @@ class ScratchEvaluator(Evaluator):
 
   name = "scratch"
   needs = ("data", "workdir")
+  replayable = True  # state-free; a run is a function of (arch, key)
 
   def __init__(self, space, config: dict[str, Any] | None = None, *, data: Any = None,
                workdir: str | None = None,

@@ -451,6 +451,8 @@ class TabularEvaluator(Evaluator):
 
   name = "tabular"
 
+  replayable = True  # a table look-up: same key, same score
+
   def __init__(self, space: SearchSpace, config: dict[str, Any] | None = None):
     super().__init__(space, config)
     allowed = {"benchmark_file", "noisy"}

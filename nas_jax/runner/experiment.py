@@ -53,6 +53,7 @@ import json
 import logging
 import os
 import pathlib
+import sys
 import time
 from typing import Any, Callable
 
@@ -104,6 +105,12 @@ class RunContext:
   def mark_setup_done(self, t: float) -> None:
     self.setup_seconds = round(t - self.t_start, 3)
     log.info("set-up (data, strategy and evaluator init, restore) took %.1f s", self.setup_seconds)
+
+  def notice(self, message: str) -> None:
+    """Logs ``message`` and prints it on the console (stderr), progress bars or not."""
+    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+    log.warning("%s", message)
+    tqdm.write(f"note: {message}", file=sys.stderr)
 
   def progress(self, total: int, initial: int, desc: str, unit: str):
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
@@ -218,8 +225,10 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
          parts: Parts) -> dict[str, Any]:
   result_path = workdir / "result.json"
   if result_path.exists():
-    log.info("experiment already complete; result.json kept")
-    return json.loads(result_path.read_text())
+    done = _complete_result(result_path, workdir_lib.History(workdir / "history.jsonl"))
+    if done is not None:
+      log.info("experiment already complete; result.json kept")
+      return done
   k_strategy, k_evaluator, k_search, k_final = final_lib.experiment_keys(cfg["seed"])
   reporter = _reporter(cfg, parts)
   ctx = RunContext(cfg=cfg, workdir=workdir, space=parts.space,
@@ -317,6 +326,24 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
   log.info("done: best_search_score %.4f, final_test_acc %s, search %.1fs, final %.1fs",
            best["search_score"], final_test_acc, search_seconds, final_seconds)
   return result
+
+
+def _complete_result(result_path: pathlib.Path, history: workdir_lib.History) -> dict | None:
+  """The saved result when it and the history are whole, else None (the run resumes)."""
+  try:
+    result = json.loads(result_path.read_text())
+  except (OSError, ValueError):
+    result = None
+  records, damage = history.read()
+  if isinstance(result, dict) and damage is None and len(records) == result.get("num_evaluations"):
+    return result
+  why = ("result.json is unreadable" if not isinstance(result, dict) else
+         f"history.jsonl {damage or 'has ' + str(len(records)) + ' lines'} but the result counts "
+         f"{result.get('num_evaluations')} evaluations")
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  log.warning("the finished run is damaged (%s): resuming to repair it", why)
+  tqdm.write(f"note: the finished run is damaged ({why}): resuming to repair it", file=sys.stderr)
+  return None
 
 
 def strip_wall_clock(obj: Any) -> Any:

@@ -30,6 +30,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from nas_jax.runner import resume as resume_lib
+
 log = logging.getLogger("nas_jax.experiment")
 
 
@@ -41,20 +43,20 @@ def _finite(x: Any) -> float | None:
 def run_oneshot(ctx, method, k_strategy, k_search) -> list[dict[str, Any]]:
   """The checkpointed one-shot loop; returns one history record per epoch."""
   cfg, space = ctx.cfg, ctx.space
-  state = {"method": method.init(k_strategy), "key": jax.random.key(cfg["seed"])}
-  restored = ctx.ckpt.restore(state)
-  if restored is None:
-    meta = {"epoch": 0, "step": 0, "saves": 0, "history_len": 0, "search_seconds": 0.0,
-            "sessions": 0, "sums": {}, "nonfinite_scores": 0, "search_nonfinite_steps": 0}
+  template = {"method": method.init(k_strategy), "key": jax.random.key(cfg["seed"])}
+  fresh = {"epoch": 0, "step": 0, "saves": 0, "history_len": 0, "search_seconds": 0.0,
+           "sessions": 0, "sums": {}, "nonfinite_scores": 0, "search_nonfinite_steps": 0}
+  state, meta, records, pending = resume_lib.restore(ctx, template, fresh)
+  if meta["saves"] == 0:
     log.info("starting one-shot %s on %s/%s, %d epochs, seed %d in %s", cfg["strategy"]["name"],
              cfg["space"], cfg["dataset"], cfg["budget"], cfg["seed"], ctx.workdir)
   else:
-    state, meta = restored
     log.info("resuming from checkpoint %d: epoch %d, step %d", meta["saves"], meta["epoch"],
              meta["step"])
+  resume_lib.drop_pending(ctx, records, pending, "a one-shot method's weights and architecture "
+                          "parameters after them are not in the checkpoint")
   meta["sessions"] += 1
   ctx.meta = meta
-  records = ctx.history.reconcile(meta["history_len"])
   budget, steps = cfg["budget"], int(method.steps_per_epoch())
   if steps < 1:
     raise ValueError(f"strategy {cfg['strategy']['name']!r} has {steps} steps per epoch; "
@@ -72,6 +74,7 @@ def run_oneshot(ctx, method, k_strategy, k_search) -> list[dict[str, Any]]:
     last_save = time.perf_counter()
 
   bar = ctx.progress(budget * steps, meta["epoch"] * steps + meta["step"], "search", "step")
+  committing = False
   try:
     while meta["epoch"] < budget:
       e = meta["epoch"]
@@ -79,16 +82,20 @@ def run_oneshot(ctx, method, k_strategy, k_search) -> list[dict[str, Any]]:
       while meta["step"] < steps:
         s = meta["step"]
         st, metrics = method.step(state["method"], jax.random.fold_in(k_steps, s))
-        state = {"method": st, "key": state["key"]}
-        sums = meta["sums"]
+        sums, bad = dict(meta["sums"]), 0
         for k, v in jax.device_get(metrics).items():
           v = float(v)
           if math.isfinite(v):
             sums[k] = sums.get(k, 0.0) + v
             sums[f"{k}#n"] = sums.get(f"{k}#n", 0) + 1
           else:
-            meta["search_nonfinite_steps"] += int(k == "train_loss")
+            bad += int(k == "train_loss")
+        committing = True  # state and meta change together (see the interrupt handler)
+        state = {"method": st, "key": state["key"]}
+        meta["sums"] = sums
+        meta["search_nonfinite_steps"] += bad
         meta["step"] = s + 1
+        committing = False
         bar.update(1)
         if time.perf_counter() - last_save >= cfg["checkpoint"]["interval_s"] and meta["step"] < steps:
           save()
@@ -118,6 +125,12 @@ def run_oneshot(ctx, method, k_strategy, k_search) -> list[dict[str, Any]]:
       bar.set_postfix(epoch=e + 1, search_score="-" if score is None else f"{score:.2f}")
       meta.update(epoch=e + 1, step=0, sums={}, history_len=len(records))
       save()
+  except KeyboardInterrupt:
+    if committing:
+      raise
+    save()
+    ctx.notice(f"interrupted: checkpoint saved at epoch {meta['epoch'] + 1}, step {meta['step']}")
+    raise
   finally:
     bar.close()
   ctx.search_seconds = round(seconds0 + time.perf_counter() - t0, 3)

@@ -36,6 +36,7 @@ import numpy as np
 
 from nas_jax.evaluators.base import Evaluation
 from nas_jax.runner import report
+from nas_jax.runner import resume as resume_lib
 
 log = logging.getLogger("nas_jax.experiment")
 
@@ -67,6 +68,35 @@ class Round:
   evaluator_state: Any
 
 
+def ask_round(strategy, space, strategy_state: Any, search_key: jax.Array, round_index: int, *,
+              remaining: int) -> tuple[np.ndarray, Any, jax.Array]:
+  """The ask half of a round: ``(archs, strategy_state, evaluate key)``.
+
+  Raises:
+    ValueError: the strategy asked for no or malformed architectures.
+  """
+  k_ask, k_eval = round_keys(search_key, np.int32(round_index))
+  archs, strategy_state = strategy.ask(strategy_state, k_ask)
+  archs = np.asarray(archs)
+  shape = tuple(space.arch_shape)
+  if archs.ndim != 1 + len(shape) or archs.shape[1:] != shape or len(archs) == 0:
+    raise ValueError(f"strategy {getattr(strategy, 'name', strategy)!r} asked for archs of shape "
+                     f"{archs.shape}; expected [K>0, {', '.join(map(str, shape))}]")
+  return np.stack([space.validate(a) for a in archs[:remaining]]), strategy_state, k_eval
+
+
+def tell_round(strategy, strategy_state: Any, archs: np.ndarray, scores: np.ndarray,
+               cost_model=None) -> tuple[Any, np.ndarray, dict[str, np.ndarray] | None]:
+  """The tell half: ``(strategy_state, told scores, costs)``; failures are told as -inf."""
+  told = np.where(np.isfinite(scores), scores, -np.inf)
+  costs = None if cost_model is None else cost_model(archs)
+  if costs is None:
+    strategy_state = strategy.tell(strategy_state, archs, told)
+  else:
+    strategy_state = strategy.tell(strategy_state, archs, told, costs=costs)
+  return strategy_state, told, costs
+
+
 def search_round(strategy, evaluator, space, strategy_state: Any, evaluator_state: Any,
                  search_key: jax.Array, round_index: int, *, remaining: int,
                  cost_model: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None) -> Round:
@@ -92,26 +122,15 @@ def search_round(strategy, evaluator, space, strategy_state: Any, evaluator_stat
     ValueError: the strategy asked for no or malformed architectures, or the
       evaluator returned scores of the wrong shape.
   """
-  k_ask, k_eval = round_keys(search_key, np.int32(round_index))
-  archs, strategy_state = strategy.ask(strategy_state, k_ask)
-  archs = np.asarray(archs)
-  shape = tuple(space.arch_shape)
-  if archs.ndim != 1 + len(shape) or archs.shape[1:] != shape or len(archs) == 0:
-    raise ValueError(f"strategy {getattr(strategy, 'name', strategy)!r} asked for archs of shape "
-                     f"{archs.shape}; expected [K>0, {', '.join(map(str, shape))}]")
-  archs = np.stack([space.validate(a) for a in archs[:remaining]])
+  archs, strategy_state, k_eval = ask_round(strategy, space, strategy_state, search_key, round_index,
+                                            remaining=remaining)
   evaluation, evaluator_state = evaluator.evaluate(evaluator_state, archs, k_eval)
   scores = np.asarray(evaluation.scores, dtype=np.float64).reshape(-1)
   seconds = np.asarray(evaluation.costs, dtype=np.float64).reshape(-1)
   if scores.shape != (len(archs),) or seconds.shape != (len(archs),):
     raise ValueError(f"evaluator {getattr(evaluator, 'name', evaluator)!r} returned {scores.shape} "
                      f"scores and {seconds.shape} costs for {len(archs)} architectures")
-  told = np.where(np.isfinite(scores), scores, -np.inf)
-  costs = None if cost_model is None else cost_model(archs)
-  if costs is None:
-    strategy_state = strategy.tell(strategy_state, archs, told)
-  else:
-    strategy_state = strategy.tell(strategy_state, archs, told, costs=costs)
+  strategy_state, told, costs = tell_round(strategy, strategy_state, archs, scores, cost_model)
   return Round(archs, evaluation, scores, told, costs, strategy_state, evaluator_state)
 
 
@@ -137,6 +156,8 @@ def history_lines(space, rnd: Round, first_index: int, round_index: int,
       line["stopped"] = info["stopped"]
     if info.get("error"):
       line["error"] = str(info["error"])
+    if info.get("nonfinite_steps"):
+      line["nonfinite_steps"] = int(info["nonfinite_steps"])
     line["cost_s"] = round(float(rnd.evaluation.costs[i]), 6)
     line["wall_time_s"] = round(wall_time_s, 3)
     out.append(line)
@@ -146,6 +167,13 @@ def history_lines(space, rnd: Round, first_index: int, round_index: int,
 def run_search(ctx, strategy, evaluator, k_strategy, k_evaluator, k_search) -> list[dict[str, Any]]:
   """The checkpointed ask/tell loop; returns every history record.
 
+  Resume (``runner.resume``): the newest checkpoint that fits the intact
+  history is restored, and the history lines written after it are replayed
+  (asked again, told their recorded scores, not evaluated) when the evaluator
+  is ``replayable``, else recomputed. Ctrl-C (``KeyboardInterrupt``; the CLI
+  turns SIGTERM into one) saves a checkpoint of the last complete round
+  before it propagates.
+
   Args:
     ctx: the run's ``runner.experiment.RunContext`` (config, workdir,
       checkpointer, history, progress bar settings, cost model, meta).
@@ -153,51 +181,84 @@ def run_search(ctx, strategy, evaluator, k_strategy, k_evaluator, k_search) -> l
     k_strategy, k_evaluator, k_search: the experiment's keys.
   """
   cfg, space = ctx.cfg, ctx.space
-  key = jax.random.key(cfg["seed"])
-  state = {"strategy": strategy.init(k_strategy), "evaluator": evaluator.init(k_evaluator),
-           "key": key}
-  restored = ctx.ckpt.restore(state)
-  if restored is None:
-    meta = {"round": 0, "history_len": 0, "search_seconds": 0.0, "sessions": 0,
-            "nonfinite_scores": 0, "search_nonfinite_steps": 0}
+  template = {"strategy": strategy.init(k_strategy), "evaluator": evaluator.init(k_evaluator),
+              "key": jax.random.key(cfg["seed"])}
+  fresh = {"round": 0, "history_len": 0, "search_seconds": 0.0, "sessions": 0,
+           "nonfinite_scores": 0, "search_nonfinite_steps": 0}
+  state, meta, records, pending = resume_lib.restore(ctx, template, fresh)
+  if meta["history_len"] == 0 and not records:
     log.info("starting %s on %s/%s with evaluator %s, budget %d, seed %d in %s",
              cfg["strategy"]["name"], cfg["space"], cfg["dataset"], cfg["evaluator"]["name"],
              cfg["budget"], cfg["seed"], ctx.workdir)
   else:
-    state, meta = restored
-    log.info("resuming from checkpoint %d: %d evaluation(s) done", meta["round"],
-             meta["history_len"])
+    log.info("resuming from round %d: %d evaluation(s) checkpointed, %d more on disk",
+             meta["round"], meta["history_len"], len(pending))
+  if pending and not getattr(evaluator, "replayable", False):
+    resume_lib.drop_pending(ctx, records, pending,
+                            f"the {getattr(evaluator, 'name', 'evaluator')} evaluator's state (e.g. a "
+                            "supernet's shared weights) cannot be rebuilt from the history")
   meta["sessions"] += 1
   ctx.meta = meta
-  records = ctx.history.reconcile(meta["history_len"])
   budget = cfg["budget"]
   seconds0 = meta["search_seconds"]
   t0 = time.perf_counter()
   ctx.mark_setup_done(t0)
-  last_save = t0
+  last_save, saved_len = t0, meta["history_len"]
   best = report.best(records)
   bar = ctx.progress(budget, len(records), "search", "arch")
+  replayed = 0
+  committing = False
+
+  def save():
+    nonlocal last_save, saved_len
+    meta["search_seconds"] = round(seconds0 + time.perf_counter() - t0, 3)
+    ctx.ckpt.save(meta["round"], state, meta)
+    last_save, saved_len = time.perf_counter(), meta["history_len"]
+
   try:
     if best is not None:
       bar.set_postfix(best_search_score=f"{best['search_score']:.2f}")
     while len(records) < budget:
       r = meta["round"]
-      rnd = search_round(strategy, evaluator, space, state["strategy"], state["evaluator"], k_search,
-                         r, remaining=budget - len(records), cost_model=ctx.cost_model)
-      bad = int((~np.isfinite(rnd.scores)).sum())
-      if bad:
-        log.warning("round %d: %d non-finite search score(s), told as -inf (failed)", r, bad)
-        meta["nonfinite_scores"] += bad
-      for info in rnd.evaluation.info or []:
-        meta["search_nonfinite_steps"] += int((info or {}).get("nonfinite_steps", 0))
-      now = time.perf_counter()
-      new = history_lines(space, rnd, len(records), r, seconds0 + now - t0)
-      ctx.history.append(new)
+      remaining = budget - len(records)
+      if pending:
+        archs, s_state, _ = ask_round(strategy, space, state["strategy"], k_search, r,
+                                      remaining=remaining)
+        if resume_lib.replayable_round(space, archs, pending):
+          new = pending[:len(archs)]
+          del pending[:len(archs)]
+          scores = resume_lib.recorded_scores(new)
+          s_state, _, _ = tell_round(strategy, s_state, archs, scores, ctx.cost_model)
+          new_state = {"strategy": s_state, "evaluator": state["evaluator"], "key": state["key"]}
+          bad = int((~np.isfinite(scores)).sum())
+          steps_bad = sum(int(l.get("nonfinite_steps", 0)) for l in new)
+          replayed += len(new)
+        else:
+          resume_lib.drop_pending(ctx, records, pending,
+                                  f"round {r} asks for other architectures than the history holds")
+          continue
+      else:
+        rnd = search_round(strategy, evaluator, space, state["strategy"], state["evaluator"],
+                           k_search, r, remaining=remaining, cost_model=ctx.cost_model)
+        bad = int((~np.isfinite(rnd.scores)).sum())
+        if bad:
+          log.warning("round %d: %d non-finite search score(s), told as -inf (failed)", r, bad)
+        steps_bad = sum(int((info or {}).get("nonfinite_steps", 0))
+                        for info in rnd.evaluation.info or [])
+        new = history_lines(space, rnd, len(records), r, seconds0 + time.perf_counter() - t0)
+        ctx.history.append(new)
+        new_state = {"strategy": rnd.strategy_state, "evaluator": rnd.evaluator_state,
+                     "key": state["key"]}
+      # Commit the round: state and meta change together (an interrupt in between would
+      # save a state ahead of its meta; ``committing`` tells the handler not to save then).
+      committing = True
+      state = new_state
       records += new
-      state = {"strategy": rnd.strategy_state, "evaluator": rnd.evaluator_state,
-               "key": state["key"]}
+      meta["nonfinite_scores"] += bad
+      meta["search_nonfinite_steps"] += steps_bad
       meta["round"] = r + 1
       meta["history_len"] = len(records)
+      committing = False
       b = report.best(new)
       if b is not None and (best is None or b["search_score"] > best["search_score"]):
         best = b
@@ -207,11 +268,18 @@ def run_search(ctx, strategy, evaluator, k_strategy, k_evaluator, k_search) -> l
       bar.update(len(new))
       if best is not None:
         bar.set_postfix(best_search_score=f"{best['search_score']:.2f}")
-      if now - last_save >= cfg["checkpoint"]["interval_s"] or len(records) >= budget:
-        meta["search_seconds"] = round(seconds0 + time.perf_counter() - t0, 3)
-        ctx.ckpt.save(meta["round"], state, meta)
-        last_save = time.perf_counter()
+      if (time.perf_counter() - last_save >= cfg["checkpoint"]["interval_s"]
+          or len(records) >= budget):
+        save()
+  except KeyboardInterrupt:
+    if not committing and meta["history_len"] > saved_len:
+      save()
+      ctx.notice(f"interrupted: checkpoint saved after {meta['history_len']} evaluation(s)")
+    raise
   finally:
     bar.close()
+  if replayed:
+    ctx.notice(f"{replayed} evaluation(s) written after the last checkpoint were replayed from "
+               "the history, not recomputed")
   ctx.search_seconds = round(seconds0 + time.perf_counter() - t0, 3)
   return records

@@ -66,36 +66,67 @@ def claim_workdir(workdir: pathlib.Path, cfg: dict[str, Any]) -> None:
 
 
 class History:
-  """history.jsonl: appended with fsync, reconciled with the checkpoint."""
+  """history.jsonl: appended with fsync; read back up to the first damaged line.
+
+  A line is intact when it is complete (ends with a newline) and holds a JSON
+  object; everything from the first line that is not is *damage* (a line cut
+  by a kill, an edit gone wrong) and is cut off when the run resumes.
+  """
 
   def __init__(self, path: pathlib.Path):
     self.path = path
 
-  def reconcile(self, n: int) -> list[dict[str, Any]]:
-    """Keeps the first ``n`` lines (those the checkpoint covers) and returns them."""
+  def read(self) -> tuple[list[dict[str, Any]], str | None]:
+    """``(intact records, damage)``: ``damage`` describes the first bad line, or is None."""
     data = self.path.read_bytes() if self.path.exists() else b""
+    records, start, line_no = [], 0, 0
+    while start < len(data):
+      line_no += 1
+      end = data.find(b"\n", start)
+      if end < 0:
+        return records, f"line {line_no} is incomplete (cut while it was written)"
+      try:
+        record = json.loads(data[start:end])
+      except (ValueError, UnicodeDecodeError):
+        return records, f"line {line_no} is not JSON"
+      if not isinstance(record, dict):
+        return records, f"line {line_no} is not a JSON object"
+      records.append(record)
+      start = end + 1
+    return records, None
+
+  def truncate(self, n: int) -> int:
+    """Keeps the first ``n`` lines; returns the number of bytes cut off."""
+    if not self.path.exists():
+      return 0
+    data = self.path.read_bytes()
     keep = 0
     for _ in range(n):
       end = data.find(b"\n", keep)
       if end < 0:
-        raise ValueError(f"{self.path} has {data.count(10)} complete line(s) but the "
-                         f"checkpoint covers {n}; the workdir is damaged, use a fresh --workdir")
+        raise ValueError(f"{self.path} has fewer than {n} lines")
       keep = end + 1
     if keep != len(data):
-      log.info("history: dropping %d byte(s) written after the last checkpoint",
-               len(data) - keep)
-      with open(self.path, "r+b" if self.path.exists() else "wb") as f:
+      with open(self.path, "r+b") as f:
         f.truncate(keep)
         f.flush()
         os.fsync(f.fileno())
-    records = []
-    for line_no, line in enumerate(data[:keep].splitlines(), start=1):
-      try:
-        records.append(json.loads(line))
-      except ValueError:
-        raise ValueError(f"{self.path}, line {line_no} is not JSON; the workdir is "
-                         "damaged, use a fresh --workdir") from None
-    return records
+    return len(data) - keep
+
+  def reconcile(self, n: int) -> list[dict[str, Any]]:
+    """Keeps the first ``n`` lines (those a checkpoint covers) and returns them.
+
+    Raises:
+      ValueError: fewer than ``n`` intact lines.
+    """
+    records, damage = self.read()
+    if len(records) < n:
+      raise ValueError(f"{self.path}: {damage or 'too few lines'}, but the checkpoint covers "
+                       f"{n} line(s); the workdir is damaged")
+    cut = self.truncate(n)
+    if cut:
+      log.info("history: dropping %d byte(s) written after the last checkpoint", cut)
+    return records[:n]
 
   def append(self, records: list[dict[str, Any]]) -> None:
     text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
