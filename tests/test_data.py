@@ -346,15 +346,15 @@ def test_batchify_and_bptt():
     next(data.bptt_batches(ids, 7))
 
 
-PTB_DIR = pathlib.Path("/work/shared/data/ptb")
+PTB_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
 
 
 @pytest.mark.skipif(not (PTB_DIR / "ptb.train.txt").exists(),
-                    reason="real Penn Treebank not available")
+                    reason=f"real Penn Treebank not found at {PTB_DIR}")
 def test_real_ptb():
   corpus = data.load_ptb(PTB_DIR)
   assert corpus.vocab_size == 10000
-  assert len(corpus.train) == 929589
+  assert (len(corpus.train), len(corpus.valid), len(corpus.test)) == (929589, 73760, 82430)
 
 
 def test_materialise_batched_and_single_record_sources():

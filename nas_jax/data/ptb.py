@@ -2,9 +2,12 @@
 
 ``load_ptb(data_dir)`` reads ``ptb.{train,valid,test}.txt``, builds the
 vocabulary from the training file (every line ends with ``<eos>``) and maps
-each split to int32 word ids. ``batchify`` lays a stream out as
+each split to int32 word ids; without ``data_dir`` the directory is
+``$NAS_JAX_PTB_DIR`` (``ptb_dir``). ``batchify`` lays a stream out as
 ``[batch_size, T]`` columns (as ENAS/NAO/DARTS do) and ``bptt_batches`` cuts
-it into truncated-BPTT windows ``(inputs, targets)``.
+it into truncated-BPTT windows ``(inputs, targets)``. ``eval_windows`` lays a
+stream out for evaluation so that every token but the first is predicted
+exactly once, in fixed-shape padded and masked windows.
 
 Example:
     >>> corpus = load_ptb("/data/ptb")
@@ -56,27 +59,50 @@ def _words(path: pathlib.Path) -> list[str]:
   return words
 
 
-def load_ptb(data_dir: str | os.PathLike) -> Corpus:
+#: Environment variable naming the PTB directory when none is passed.
+PTB_DIR_VARIABLE = "NAS_JAX_PTB_DIR"
+FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
+_FIX = (f"pass --data-dir DIR (data_dir=) or set ${PTB_DIR_VARIABLE} to a directory "
+        "holding ptb.train.txt, ptb.valid.txt and ptb.test.txt (Mikolov's preprocessing)")
+
+
+def ptb_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
+  """The PTB directory: ``data_dir``, else ``$NAS_JAX_PTB_DIR``.
+
+  Raises:
+    ValueError: neither is set (the message names the flag and the variable).
+
+  Example:
+    >>> ptb_dir("/data/ptb")
+    PosixPath('/data/ptb')
+  """
+  if data_dir is None or str(data_dir) == "":
+    data_dir = os.environ.get(PTB_DIR_VARIABLE) or None
+  if data_dir is None:
+    raise ValueError(f"no Penn Treebank directory given: {_FIX}")
+  return pathlib.Path(data_dir).expanduser()
+
+
+def load_ptb(data_dir: str | os.PathLike | None = None) -> Corpus:
   """Reads ``ptb.{train,valid,test}.txt`` from ``data_dir``.
 
   Args:
-    data_dir: directory holding the three files.
+    data_dir: directory holding the three files; None: ``$NAS_JAX_PTB_DIR``.
 
   Returns:
     A ``Corpus``; the vocabulary comes from the training file. Words of
     valid/test unseen in training map to ``<unk>`` when the vocabulary has it.
 
   Raises:
-    ValueError: a missing file, an empty training file, or an unknown word
-      with no ``<unk>`` in the vocabulary.
+    ValueError: no directory, a missing file, an empty training file, or an
+      unknown word with no ``<unk>`` in the vocabulary.
   """
-  root = pathlib.Path(data_dir).expanduser()
+  root = ptb_dir(data_dir)
   paths = {s: root / f"ptb.{s}.txt" for s in ("train", "valid", "test")}
-  missing = [str(p) for p in paths.values() if not p.is_file()]
+  missing = [p.name for p in paths.values() if not p.is_file()]
   if missing:
-    raise ValueError(f"Penn Treebank files missing: {missing}; pass the "
-                     "directory holding ptb.train.txt, ptb.valid.txt and "
-                     "ptb.test.txt (Mikolov's preprocessing)")
+    what = "does not exist" if not root.is_dir() else f"lacks {', '.join(missing)}"
+    raise ValueError(f"Penn Treebank directory {root} {what}: {_FIX}")
   train_words = _words(paths["train"])
   if len(train_words) <= train_words.count(EOS):
     raise ValueError(f"{paths['train']} holds no words")
@@ -161,3 +187,48 @@ def bptt_batches(data: np.ndarray, bptt: int, *, start_step: int = 0,
     i = step * bptt
     length = min(bptt, n - i)
     yield data[:, i:i + length], data[:, i + 1:i + 1 + length]
+
+
+def eval_windows(ids: np.ndarray, batch_size: int, bptt: int
+                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """Fixed-shape evaluation windows predicting every token but the first once.
+
+  The ``n - 1`` predictions of a stream of ``n`` tokens (token ``p + 1``
+  from tokens ``..p``) are split into ``batch_size`` contiguous rows of
+  ``R = ceil((n - 1) / batch_size)`` predictions; row ``b`` holds
+  predictions ``b*R .. b*R + R - 1``, so consecutive rows overlap by one
+  token and no prediction is lost at a row boundary or in a tail (unlike
+  ``batchify``). The rows are cut into windows of ``bptt``; the end of the
+  last row and of the last window is padded with id 0 and masked out.
+
+  Args:
+    ids: int stream (at least 2 tokens).
+    batch_size: rows.
+    bptt: window length.
+
+  Returns:
+    List of ``(inputs, targets, mask)``: int32, int32, float32, each
+    ``[batch_size, bptt]``; ``mask.sum()`` over all windows is ``n - 1``.
+
+  Example:
+    >>> windows = eval_windows(np.arange(10), 2, 3)
+    >>> [w[0].tolist() for w in windows]
+    [[[0, 1, 2], [5, 6, 7]], [[3, 4, 0], [8, 0, 0]]]
+    >>> sum(int(m.sum()) for _, _, m in windows)
+    9
+  """
+  ids = np.asarray(ids)
+  if ids.ndim != 1 or len(ids) < 2:
+    raise ValueError(f"eval_windows needs a 1-D stream of at least 2 tokens, got shape {ids.shape}")
+  if batch_size <= 0 or bptt <= 0:
+    raise ValueError(f"batch_size and bptt must be positive, got {batch_size}, {bptt}")
+  preds = len(ids) - 1
+  rows = -(-preds // batch_size)
+  length = -(-rows // bptt) * bptt
+  p = np.arange(batch_size)[:, None] * rows + np.arange(length)[None, :]
+  valid = (np.arange(length)[None, :] < rows) & (p < preds)
+  inputs = np.where(valid, ids[np.minimum(p, preds - 1)], 0).astype(np.int32)
+  targets = np.where(valid, ids[np.minimum(p + 1, preds)], 0).astype(np.int32)
+  mask = valid.astype(np.float32)
+  return [(inputs[:, i:i + bptt], targets[:, i:i + bptt], mask[:, i:i + bptt])
+          for i in range(0, length, bptt)]
