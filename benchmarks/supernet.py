@@ -25,7 +25,7 @@ random 32x32x3 images. Prints and writes JSON with:
   kernels of ``nas_jax/kernels`` on CPU where they are built, "shift" /
   "einsum" the pure-JAX versions); ``fusion``: whether the undifferentiated
   forward ran separable-conv halves as one fused kernel, and the nasnet
-  evaluation its forward-only form (``--fusion``, ``ops.set_fusion``);
+  evaluation its forward-only form (``--fusion``, ``ops.implementation``);
 - with ``--child-archs K``: ``child_vs_supernet``, for K of the architectures,
   the median train-step time of the fixed child network compiled for that one
   architecture (same ops, no switch, no scan) beside the supernet's on the
@@ -164,12 +164,19 @@ def main() -> None:
   parser.add_argument("--depthwise", default="auto", choices=["auto", "kernel", "shift", "grouped"])
   parser.add_argument("--pointwise", default="auto", choices=["auto", "kernel", "einsum"])
   parser.add_argument("--fusion", default="on", choices=["on", "off"],
-                      help="fused forward kernel of separable-conv halves (ops.set_fusion)")
+                      help="fused forward kernel of separable-conv halves (ops.implementation(fusion=...))")
   parser.add_argument("--child-archs", type=int, default=0,
                       help="also time the child network of this many archs (nasnet; compiles each, ~40 s)")
   args = parser.parse_args()
   t_start = _process_start()
 
+  from nas_jax import ops  # pylint: disable=import-outside-toplevel
+  with ops.implementation(depthwise=args.depthwise, pointwise=args.pointwise, fusion=args.fusion == "on"):
+    _run(args, t_start)
+
+
+def _run(args: argparse.Namespace, t_start: float) -> None:
+  """The benchmark under the ops implementation ``main`` chose."""
   import jax
   import numpy as np
 
@@ -183,9 +190,6 @@ def main() -> None:
       compile_events.append(duration)
 
   jax.monitoring.register_event_duration_secs_listener(listener)
-  ops.set_depthwise_impl(args.depthwise)
-  ops.set_pointwise_impl(args.pointwise)
-  ops.set_fusion(args.fusion == "on")
   load_start = os.getloadavg()[0]
 
   rng = np.random.default_rng(0)

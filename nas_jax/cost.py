@@ -13,8 +13,9 @@ traced abstractly (``jax.make_jaxpr``/``jax.eval_shape``: nothing runs) and
 every ``conv_general_dilated`` and ``dot_general`` of the jaxpr is counted,
 recursing into nested jaxprs (jit, custom_vjp, remat; ``scan`` bodies times
 their length; the largest branch of a ``cond``). Depthwise convolutions are
-traced with the grouped implementation so that they count ``k*k*C*H'*W'``
-whatever implementation ``nas_jax.ops`` uses at run time. So the model works
+traced with the grouped implementation (``ops.implementation``, for this
+trace only) so that they count ``k*k*C*H'*W'`` whatever implementation
+``nas_jax.ops`` uses at run time. So the model works
 for every space whose network module provides ``build_child``.
 
 Example:
@@ -103,14 +104,8 @@ def function_macs(fn: Callable, *args: Any) -> int:
       >>> function_macs(lambda x, w: x @ w, jnp.zeros((2, 3)), jnp.zeros((3, 4)))
       24
   """
-  old = ops._depthwise_impl, ops._pointwise_impl  # pylint: disable=protected-access
-  ops.set_depthwise_impl("grouped")
-  ops.set_pointwise_impl("einsum")
-  try:
+  with ops.implementation(depthwise="grouped", pointwise="einsum"):
     return jaxpr_macs(jax.make_jaxpr(fn)(*args))
-  finally:
-    ops.set_depthwise_impl(old[0])
-    ops.set_pointwise_impl(old[1])
 
 
 def count_params(params: Any) -> int:

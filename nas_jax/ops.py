@@ -10,7 +10,7 @@ Batch norm: in ``train`` mode it normalises with the batch statistics and
 returns running statistics updated with ``momentum`` (PyTorch's 0.1 update
 rate); in eval mode it uses the running statistics and returns them unchanged.
 
-Depthwise convolution implementation (``set_depthwise_impl``), measured on the
+Depthwise convolution implementation (``implementation(depthwise=...)``), measured on the
 project's 2-core AMD EPYC CPU (jax 0.10.2, batch 64, 32x32, 16 channels, 3x3,
 forward+backward, median of 10-15 runs, machine lightly loaded):
 
@@ -26,8 +26,12 @@ forward+backward, median of 10-15 runs, machine lightly loaded):
 30-34 ms, against 0.65 ms in the kernel; see ``nas_jax.kernels.depthwise``.)
 ``"auto"`` (the default) picks "kernel" on CPU where ``nas_jax.kernels`` is
 built, "shift" on CPU where it is not, and "grouped" (``feature_group_count``,
-the natural fast path of cuDNN/TPU) elsewhere. Pooling is written as shifted
-taps: XLA:CPU's ``reduce_window`` gradient (select-and-scatter) is slow.
+the natural fast path of cuDNN/TPU) elsewhere (``NAS_JAX_KERNELS=0`` in the
+environment turns the kernels off, see ``nas_jax.kernels.build``). The choice
+is made explicitly and scoped, ``with implementation(depthwise=...,
+pointwise=..., fusion=...):``, and read when a function is traced. Pooling is
+written as shifted taps: XLA:CPU's ``reduce_window`` gradient
+(select-and-scatter) is slow.
 
 Example:
     >>> p, s = init_sep_conv(jax.random.key(0), 16, 16, 3)
@@ -35,9 +39,12 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -56,94 +63,135 @@ BN_MOMENTUM = 0.1  # PyTorch convention: new = (1 - m) * old + m * batch
 BN_EPS = 1e-5
 
 _DEPTHWISE_IMPLS = ("auto", "kernel", "shift", "grouped")
-_depthwise_impl = "auto"
+_POINTWISE_IMPLS = ("auto", "kernel", "einsum")
 
 
-def set_depthwise_impl(impl: str) -> None:
-  """Chooses how depthwise convolutions are computed (at trace time).
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+  """How the ops compute depthwise and 1x1 convolutions (see ``implementation``).
+
+  Attributes:
+    depthwise: "auto", "kernel", "shift" or "grouped" (``depthwise_impl``).
+    pointwise: "auto", "kernel" or "einsum" (``pointwise_impl``).
+    fusion: whether the fused kernels of separable-conv halves may run
+      (``fusion_active``).
+  """
+  depthwise: str = "auto"
+  pointwise: str = "auto"
+  fusion: bool = True
+
+
+_IMPLEMENTATION: contextvars.ContextVar[Implementation] = contextvars.ContextVar(
+    "nas_jax_ops_implementation", default=Implementation())
+
+
+@contextlib.contextmanager
+def implementation(*, depthwise: str | None = None, pointwise: str | None = None,
+                   fusion: bool | None = None) -> Iterator[Implementation]:
+  """Chooses how the ops compute convolutions inside a ``with`` block.
+
+  The choice is read when a function is *traced*: a function jitted (or
+  otherwise traced) inside the block uses it, and a jitted function keeps the
+  implementation it was traced with. JAX caches traces by Python function
+  object and argument shapes, not by this setting, so calling the function
+  again elsewhere, or ``jax.jit`` of the same Python function, reuses that
+  trace: build the function inside the block (the library's builders, such
+  as ``make_train_step``, make a new one per call). The networks key their
+  own cached sub-traces (the nasnet cell scan, the nb201 op switch) on the
+  current choice, so a new function's trace never reuses one made under
+  another choice. The setting lives in a ``contextvars.ContextVar``: it is
+  scoped to the block (restored on exit, also on error) and to the thread or
+  task that entered it. Arguments left None keep the enclosing choice.
 
   Args:
-    impl: "auto" (on CPU "kernel" where it is built, else "shift"; "grouped"
-      elsewhere), "kernel" (the C++ CPU kernels of ``nas_jax.kernels``),
+    depthwise: "auto" (on CPU "kernel" where ``nas_jax.kernels`` is built,
+      else "shift"; "grouped" elsewhere), "kernel" (the C++ CPU kernels),
       "shift" (shifted multiply-adds with a custom VJP) or "grouped"
       (``lax.conv`` with ``feature_group_count``).
+    pointwise: "auto" ("kernel" on CPU where ``nas_jax.kernels`` is built, else
+      "einsum"), "kernel" (``nas_jax.kernels.pointwise``) or "einsum" (XLA's
+      dot).
+    fusion: when True (the default) and both resolved implementations are
+      "kernel", ``sep_conv``, ``dil_conv`` and 1x1 ``relu_conv_bn`` compute
+      ReLU -> [depthwise ->] 1x1 -> batch-norm statistics with
+      ``nas_jax.kernels.fused``: one pass over memory instead of five in the
+      forward, and one fused backward kernel per half in reverse mode
+      (forward mode and second derivatives run the unfused kernels). It also
+      selects the nasnet supernet's forward-only evaluation
+      (``networks.nasnet.make_eval_archs``, ``kernels.pick``).
+
+  Yields:
+    The ``Implementation`` in force inside the block.
+
+  Example:
+      >>> with implementation(depthwise="grouped", pointwise="einsum", fusion=False):
+      ...   y = jax.jit(lambda x, w: depthwise_conv(x, w))(x, w)  # traced here: XLA's grouped conv
   """
-  global _depthwise_impl
-  if impl not in _DEPTHWISE_IMPLS:
-    raise ValueError(f"unknown depthwise impl {impl!r}; choose one of {_DEPTHWISE_IMPLS}")
-  _depthwise_impl = impl
+  changes = {}
+  if depthwise is not None:
+    if depthwise not in _DEPTHWISE_IMPLS:
+      raise ValueError(f"unknown depthwise impl {depthwise!r}; choose one of {_DEPTHWISE_IMPLS}")
+    changes["depthwise"] = depthwise
+  if pointwise is not None:
+    if pointwise not in _POINTWISE_IMPLS:
+      raise ValueError(f"unknown pointwise impl {pointwise!r}; choose one of {_POINTWISE_IMPLS}")
+    changes["pointwise"] = pointwise
+  if fusion is not None:
+    if not isinstance(fusion, (bool, np.bool_)):
+      raise ValueError(f"fusion must be True or False, got {fusion!r}")
+    changes["fusion"] = bool(fusion)
+  token = _IMPLEMENTATION.set(dataclasses.replace(_IMPLEMENTATION.get(), **changes))
+  try:
+    yield _IMPLEMENTATION.get()
+  finally:
+    _IMPLEMENTATION.reset(token)
+
+
+def current_implementation() -> Implementation:
+  """The ``Implementation`` in force now (as set by ``implementation``; "auto" unresolved).
+
+  It is hashable: a cache of traced functions keyed on it never mixes traces
+  of different implementations.
+  """
+  return _IMPLEMENTATION.get()
 
 
 def depthwise_impl() -> str:
   """The implementation that ``depthwise_conv`` uses now ("kernel"/"shift"/"grouped")."""
-  if _depthwise_impl == "auto":
+  impl = _IMPLEMENTATION.get().depthwise
+  if impl == "auto":
     if jax.default_backend() != "cpu":
       return "grouped"
     return "kernel" if kernel_build.available() else "shift"
-  return _depthwise_impl
+  return impl
 
 
 out_size = kernel_depthwise.out_size
 
-_POINTWISE_IMPLS = ("auto", "kernel", "einsum")
-_pointwise_impl = "auto"
-
-
-def set_pointwise_impl(impl: str) -> None:
-  """Chooses how 1x1 convolutions (``pointwise_conv``) are computed (at trace time).
-
-  Args:
-    impl: "auto" ("kernel" on CPU where ``nas_jax.kernels`` is built, else
-      "einsum"), "kernel" (the C++ CPU kernels, ``nas_jax.kernels.pointwise``)
-      or "einsum" (XLA's dot).
-  """
-  global _pointwise_impl
-  if impl not in _POINTWISE_IMPLS:
-    raise ValueError(f"unknown pointwise impl {impl!r}; choose one of {_POINTWISE_IMPLS}")
-  _pointwise_impl = impl
-
 
 def pointwise_impl() -> str:
   """The implementation that ``pointwise_conv`` uses now ("kernel"/"einsum")."""
-  if _pointwise_impl == "auto":
+  impl = _IMPLEMENTATION.get().pointwise
+  if impl == "auto":
     return "kernel" if jax.default_backend() == "cpu" and kernel_build.available() else "einsum"
-  return _pointwise_impl
-
-
-_fusion = True
-
-
-def set_fusion(enabled: bool) -> None:
-  """Turns the fused kernels of separable-conv halves on or off (at trace time).
-
-  When on (the default) and both ``depthwise_impl()`` and ``pointwise_impl()``
-  are "kernel", ``sep_conv``, ``dil_conv`` and 1x1 ``relu_conv_bn`` compute
-  ReLU -> [depthwise ->] 1x1 -> batch-norm statistics with
-  ``nas_jax.kernels.fused``: one pass over memory instead of five in the
-  forward, and one fused backward kernel per half in reverse mode (forward
-  mode and second derivatives run the unfused kernels). It also selects the
-  nasnet supernet's forward-only evaluation
-  (``networks.nasnet.make_eval_archs``, ``kernels.pick``).
-  """
-  global _fusion
-  _fusion = bool(enabled)
+  return impl
 
 
 def fusion_active() -> bool:
   """Whether ``sep_conv`` / ``dil_conv`` / 1x1 ``relu_conv_bn`` use the fused kernel now."""
-  return _fusion and depthwise_impl() == "kernel" and pointwise_impl() == "kernel"
+  return _IMPLEMENTATION.get().fusion and depthwise_impl() == "kernel" and pointwise_impl() == "kernel"
 
 
 def _require_kernels(op: str) -> None:
   if jax.default_backend() == "cpu" and not kernel_build.available():
     raise RuntimeError(f"{op} impl 'kernel' is not available: {kernel_build.unavailable_reason()}; "
-                       f"use ops.set_{op}_impl('auto')")
+                       f"use ops.implementation({op}='auto')")
 
 
 def pointwise_conv(x: jax.Array, w: jax.Array) -> jax.Array:
   """1x1 convolution: ``[N, H, W, C_in] x [C_in, C_out] -> [N, H, W, C_out]``.
 
-  On CPU the C++ kernels compute it and its gradients (``set_pointwise_impl``):
+  On CPU the C++ kernels compute it and its gradients (``implementation(pointwise=...)``):
   the weight gradient ``x^T g`` runs 2-3x faster than XLA's dot at the
   supernet's shapes (``nas_jax.kernels.pointwise``).
 
@@ -428,7 +476,7 @@ def depthwise_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 
     w: ``[k, k, C]`` (k odd).
     stride: spatial stride.
     dilation: kernel dilation.
-    impl: None (the module setting), "kernel", "shift" or "grouped".
+    impl: None (``depthwise_impl()``, see ``implementation``), "kernel", "shift" or "grouped".
 
   Returns:
     ``[N, out_size(H), out_size(W), C]``.
@@ -481,7 +529,7 @@ def sep_conv(params: Params, stats: Stats, x: jax.Array, *, train: bool, stride:
 
   With ``fusion_active()``, each ReLU-dw-pw with its BN statistics is one
   fused kernel call, and the first BN enters the second call as its input
-  affine map (same maths; see ``set_fusion``).
+  affine map (same maths; see ``implementation``).
   """
   if fusion_active():
     y, scale, shift, s1 = _fused_half(params["bn1"], stats["bn1"], x, None, (params["dw1"], params["pw1"]),

@@ -25,10 +25,10 @@ def test_strided_conv_dense_and_depthwise_by_hand():
   assert cost.function_macs(lambda a, b: a @ b, jnp.zeros((2, 5)), jnp.zeros((5, 7))) == 2 * 5 * 7
   dw = jnp.zeros((5, 5, 4))
   # depthwise counts k*k per output element whatever the run-time implementation
-  for impl in ("shift", "grouped"):
-    ops.set_depthwise_impl(impl)
-    assert cost.function_macs(lambda x, w: ops.depthwise_conv(x, w), x, dw) == 8 * 8 * 4 * 25
-  ops.set_depthwise_impl("auto")
+  for impl in ("auto", "shift", "grouped"):
+    with ops.implementation(depthwise=impl):
+      assert cost.function_macs(lambda x, w: ops.depthwise_conv(x, w), x, dw) == 8 * 8 * 4 * 25
+  assert ops.current_implementation() == ops.Implementation()  # function_macs restored the choice
 
 
 class _Space:

@@ -118,9 +118,9 @@ def test_without_kernels_auto_falls_back_and_kernel_says_why(env, reason, tmp_pa
           "print(ops.depthwise_impl(), '|', build.unavailable_reason())\n"
           "y = ops.depthwise_conv(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2)))\n"
           "print(float(y[0, 1, 1, 0]))\n"
-          "ops.set_depthwise_impl('kernel')\n"
           "try:\n"
-          "  ops.depthwise_conv(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2)))\n"
+          "  with ops.implementation(depthwise='kernel'):\n"
+          "    ops.depthwise_conv(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2)))\n"
           "except RuntimeError as e:\n"
           "  print('error:', e)\n")
   full_env = {**os.environ, "NAS_JAX_KERNEL_CACHE": str(tmp_path), "JAX_PLATFORMS": "cpu", **env}
@@ -188,15 +188,14 @@ def test_pointwise_auto_uses_the_kernel_and_rejects_bad_shapes():
   x, w = jnp.ones((2, 3, 3, 4)), jnp.ones((4, 8))
   hlo = lambda: jax.jit(lambda x, w: ops.pointwise_conv(x, w)).lower(x, w).as_text()  # traced afresh
   assert "nas_jax_pointwise_forward" in hlo()
-  ops.set_pointwise_impl("einsum")
-  try:
+  with ops.implementation(pointwise="einsum"):
     assert "nas_jax_pointwise" not in hlo()
-  finally:
-    ops.set_pointwise_impl("auto")
+  assert ops.pointwise_impl() == "kernel"  # restored on exit
   with pytest.raises(ValueError, match=r"x \[\.\.\., K\] and w \[K, N\]"):
     P.pointwise_conv(x, jnp.ones((5, 8)))
   with pytest.raises(ValueError, match="unknown pointwise impl"):
-    ops.set_pointwise_impl("fast")
+    with ops.implementation(pointwise="fast"):
+      pass
 
 
 def test_portable_lowering_without_kernels_matches(monkeypatch):
@@ -310,7 +309,7 @@ def test_fused_half_vmap_and_bad_arguments():
 
 @needs_kernels
 @pytest.mark.parametrize("train", [True, False])
-def test_ops_with_fusion_equal_ops_without(train, monkeypatch):
+def test_ops_with_fusion_equal_ops_without(train):
   """sep_conv, dil_conv and 1x1 relu_conv_bn: same outputs, statistics and gradients with the fused kernel."""
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 16))
   layers = [(ops.init_sep_conv(jax.random.key(1), 16, 16, 3), functools.partial(ops.sep_conv, stride=2)),
@@ -322,11 +321,11 @@ def test_ops_with_fusion_equal_ops_without(train, monkeypatch):
       return jnp.sum(jnp.tanh(y) ** 2), (y, new_stats)
     results = {}
     for on in (True, False):
-      monkeypatch.setattr(ops, "_fusion", on)
-      assert ops.fusion_active() == on
-      f = jax.jit(lambda p: run(p)[1])
-      assert ("nas_jax_fused" in f.lower(params).compile().as_text()) == on
-      results[on] = (f(params), jax.grad(lambda p: run(p)[0])(params))
+      with ops.implementation(fusion=on):
+        assert ops.fusion_active() == on
+        f = jax.jit(lambda p: run(p)[1])
+        assert ("nas_jax_fused" in f.lower(params).compile().as_text()) == on
+        results[on] = (f(params), jax.grad(lambda p: run(p)[0])(params))
     _close(results[True], results[False], tol=1e-5)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nas_jax import ops
+from nas_jax.kernels import build
 from nas_jax.networks import nasnet as N
 from nas_jax.networks import supernet as supernet_lib
 from nas_jax.networks.nasnet import common as NC
@@ -57,14 +58,18 @@ def test_one_compilation_serves_50_archs(supernet):
 
 
 @pytest.mark.parametrize("reduction, drop", [(False, False), (True, True)])
-def test_custom_backward_equals_autodiff(reduction, drop, monkeypatch):
+def test_custom_backward_equals_autodiff(reduction, drop):
   """The hand-written backward scan of a cell gives autodiff's gradients
   (with drop-path factors on the edges in the reduction case)."""
   # The custom scan's forward is undifferentiated, so with fusion it runs the
   # fused sep-conv kernel (double-precision BN moments) where autodiff runs the
   # unfused ops: equal to float rounding, not to this test's tolerance. The
   # fused kernel is tested against the unfused ops in test_kernels.py.
-  monkeypatch.setattr(ops, "_fusion", False)
+  with ops.implementation(fusion=False):
+    _check_custom_backward(reduction, drop)
+
+
+def _check_custom_backward(reduction, drop):
   c = 3
   p, s = NC.stacked(lambda k: NC.init_edge(k, c, reduction, True),
                     jax.random.split(jax.random.key(0), 10))
@@ -169,6 +174,19 @@ def test_drop_path_and_scan_cell_equal_plain_restatement(supernet):
     np.testing.assert_allclose(scan_out, want, atol=1e-5, rtol=1e-5)
   with pytest.raises(ValueError, match="drop_path must be a probability"):
     N.make_train_step(CFG, N.default_optimizer(0.05), drop_path=1.0)
+
+
+@pytest.mark.skipif(not build.available(), reason="the fused kernel needs nas_jax.kernels")
+def test_a_new_trace_reads_the_current_ops_implementation(supernet):
+  """The cell scan is a nested jit that JAX caches across traces: it is keyed on ops.implementation."""
+  params, stats, x, _ = supernet
+  arch = _archs(1)[0]
+  hlo = lambda: jax.jit(lambda p, s, a: N.supernet_apply(p, s, a, x, config=CFG, train=True)[0]).lower(  # noqa: E731
+      params, stats, arch).as_text()
+  assert "nas_jax_fused" in hlo()
+  with ops.implementation(fusion=False):
+    assert "nas_jax_fused" not in hlo()
+  assert "nas_jax_fused" in hlo()
 
 
 def test_child_from_supernet_matches_supernet(supernet):

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nas_jax import networks
+from nas_jax import networks, ops
+from nas_jax.kernels import build
 from nas_jax.networks import nb201 as net
 from nas_jax.spaces import get_space
 
@@ -117,6 +118,19 @@ def test_child_from_supernet_equals_supernet_one_compilation(data, supernet):
   a, _, _ = forward(params, stats, jnp.asarray(ARCHS[0]), x)
   b, _, _ = forward(params, stats, jnp.asarray(ARCHS[4]), x)
   assert not np.allclose(a, b)
+
+
+@pytest.mark.skipif(not build.available(), reason="needs nas_jax.kernels")
+def test_a_new_trace_reads_the_current_ops_implementation(data, supernet):
+  """The op switch's branches are cached across traces: they are keyed on ops.implementation."""
+  x, _ = data
+  params, stats = supernet[:2]
+  hlo = lambda: jax.jit(lambda a: net.supernet_apply(params, stats, a, x, config=CFG, train=True)[0]).lower(  # noqa: E731
+      jnp.asarray(ARCHS[0])).as_text()
+  assert "nas_jax_" in hlo()  # the 1x1 convolutions and the stem's im2col run on the kernels
+  with ops.implementation(pointwise="einsum"):
+    assert "nas_jax_" not in hlo()
+  assert "nas_jax_" in hlo()
 
 
 def test_eval_archs_scores_k_architectures(data, supernet):

@@ -1,4 +1,6 @@
 """Tests of nas_jax.ops: implementations agree, shapes, BN modes, pooling."""
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +28,42 @@ def test_depthwise_shift_matches_grouped_conv_and_gradients(stride, dilation, ke
 
 def test_unknown_depthwise_impl_rejected():
   with pytest.raises(ValueError, match="depthwise impl"):
-    ops.set_depthwise_impl("fast")
+    with ops.implementation(depthwise="fast"):
+      pass
+
+
+def test_implementation_is_scoped_nested_and_per_thread():
+  default = ops.current_implementation()
+  seen = {}
+  with ops.implementation(depthwise="grouped", pointwise="einsum"):
+    with ops.implementation(fusion=False) as inner:
+      assert inner == ops.Implementation("grouped", "einsum", False)
+      assert (ops.depthwise_impl(), ops.pointwise_impl(), ops.fusion_active()) == ("grouped", "einsum", False)
+      thread = threading.Thread(target=lambda: seen.update(impl=ops.current_implementation()))
+      thread.start()
+      thread.join()
+    assert ops.current_implementation() == ops.Implementation("grouped", "einsum", True)
+    assert not ops.fusion_active()  # fusion needs both kernels
+    with pytest.raises(RuntimeError, match="boom"):
+      with ops.implementation(depthwise="shift"):
+        raise RuntimeError("boom")
+    assert ops.depthwise_impl() == "grouped"  # restored after the error
+  assert seen["impl"] == default == ops.Implementation()  # another thread keeps its own (default) choice
+  with pytest.raises(ValueError, match="fusion must be True or False"):
+    with ops.implementation(fusion="off"):
+      pass
+
+
+def test_the_choice_is_read_at_trace_time():
+  x, w = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2))
+  conv = lambda x, w: ops.depthwise_conv(x, w)  # noqa: E731
+  f = jax.jit(conv)
+  with ops.implementation(depthwise="grouped"):
+    assert "feature_group_count" in f.lower(x, w).as_text()
+  with ops.implementation(depthwise="shift"):
+    assert "feature_group_count" in f.lower(x, w).as_text()  # f keeps the trace it made under "grouped"
+    # JAX caches traces by function object, so also jax.jit(conv) would reuse it; a new function reads "shift".
+    assert "feature_group_count" not in jax.jit(lambda x, w: conv(x, w)).lower(x, w).as_text()
 
 
 @pytest.mark.parametrize("stride,dilation,kernel,size", [(1, 1, 3, 8), (2, 1, 3, 7), (1, 2, 5, 9)])

@@ -9,7 +9,7 @@ own ops where the kernels are not built or the backend is not the CPU.
 "kernel" implementations. ``fused`` is the forward pass of a separable-conv
 half (ReLU, depthwise, 1x1, batch-norm statistics) in one pass over memory;
 its derivatives run the unfused primitives, so only undifferentiated forwards
-use it (``ops.set_fusion``). ``pick`` holds forward kernels that read a
+use it (``ops.implementation(fusion=...)``). ``pick`` holds forward kernels that read a
 supernet cell's states in place (a fused half of ``states[idx]``, a 1x1
 convolution of the masked node concatenation without building it, a node's sum
 with its pools), used by ``networks.nasnet.supernet_eval_apply``.

@@ -54,6 +54,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -324,14 +325,24 @@ def _supernet_cell_scan(p, s, x0, x1, cell_arch, reduction, num_nodes, train, sc
   """The cell's edges as one scan with a custom backward (``_cell_scan``);
   returns ``(cell output, new edge stats)``."""
   idx, op = _edge_arrays(cell_arch)
-  return _cell_scan_jit(reduction, num_nodes, train, p, s, x0, x1, idx, op, loose_end_mask(cell_arch), scale)
+  return _cell_scan_jit(ops.current_implementation(), reduction, num_nodes, train, p, s, x0, x1, idx, op,
+                        loose_end_mask(cell_arch), scale)
+
+
+def _cell_scan_in(implementation, reduction, num_nodes, train, *args):
+  """``_cell_scan`` traced under ``implementation`` (an ``ops.Implementation``)."""
+  with ops.implementation(**dataclasses.asdict(implementation)):
+    return _cell_scan(reduction, num_nodes, train, *args)
 
 
 # The cells of a stage run the same edge scan on the same shapes; as a nested
 # jit, the scan and its backward are traced and lowered once per shape instead
 # of once per cell (XLA still inlines each call). Measured on the benchmark
-# supernet: tracing + lowering the train step 9.9 s -> 7.6 s.
-_cell_scan_jit = jax.jit(_cell_scan, static_argnums=(0, 1, 2))
+# supernet: tracing + lowering the train step 9.9 s -> 7.6 s. The ops
+# implementation is a static argument: jit's trace cache does not see
+# ``ops.implementation``, and would otherwise hand a trace made under one
+# implementation to a caller under another.
+_cell_scan_jit = jax.jit(_cell_scan_in, static_argnums=(0, 1, 2, 3))
 
 
 def _supernet_cell(p, s, h0, h1, cell_arch, cell, num_nodes, train, scale=None):

@@ -75,10 +75,19 @@ def _branch(op, train, forward_only, p, s, h):
   return apply_op(op, p, s, h, train, "lax" if forward_only else ops.branch_conv_impl())
 
 
-# Rematerialised switch branches keep the conditional's residuals to the branch
-# input; without it every branch emits zero-filled residuals of all the others.
-_BRANCHES = {(train, fwd): [jax.checkpoint(functools.partial(_branch, op, train, fwd)) for op in range(NUM_OPS)]
-             for train in (False, True) for fwd in (False, True)}
+@functools.lru_cache(maxsize=None)
+def _branches(train: bool, forward_only: bool, implementation: ops.Implementation) -> list[Callable]:
+  """The 5 op branches of an edge's switch, one list per setting.
+
+  Rematerialised switch branches keep the conditional's residuals to the
+  branch input; without it every branch emits zero-filled residuals of all the
+  others. The same function objects serve every edge of every trace with these
+  settings (JAX caches their traces by object); ``implementation`` (the ops'
+  ``current_implementation()``) is part of the key because those caches do not
+  see it.
+  """
+  del implementation  # a cache key only: the branches read it when traced
+  return [jax.checkpoint(functools.partial(_branch, op, train, forward_only)) for op in range(NUM_OPS)]
 
 
 def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.Array, *,
@@ -112,7 +121,7 @@ def supernet_apply(params: Params, batch_stats: Params, arch: jax.Array, x: jax.
   h, new["stem"] = apply_stem(params["stem"], batch_stats["stem"], x, train)
 
   def edge(e, p, s, h_in, scale=None):
-    y, s = lax.switch(arch[e], _BRANCHES[train, forward_only], p, s, h_in)
+    y, s = lax.switch(arch[e], _branches(train, forward_only, ops.current_implementation()), p, s, h_in)
     if scale is not None:
       y = y * ops.per_sample(scale[e], y)
     return y, s
