@@ -23,8 +23,7 @@ def test_image_families_have_their_capabilities():
   for name in ("nasnet", "nb201"):
     fam = networks.family(name)
     assert fam.tasks == ("images",)
-    assert isinstance(fam.supernet, WeightSharing)
-  assert isinstance(networks.family("nasnet").continuous, ContinuousRelaxation)
+    assert isinstance(fam.supernet, WeightSharing) and isinstance(fam.continuous, ContinuousRelaxation)
   # The protocol checks can fail: an object without the methods is none of them.
   assert not isinstance(object(), NetworkFamily)
   assert not isinstance(object(), WeightSharing) and not isinstance(object(), ContinuousRelaxation)
@@ -37,6 +36,8 @@ def test_configs_and_unknown_names_are_checked():
   assert nasnet.continuous.weights_shape(cfg) == (2, 2 + 3 + 4 + 5 + 6, 5)
   nb201 = networks.family("nb201")
   assert nb201.supernet.config(layers=2).layers == 2
+  assert nb201.continuous.weights_shape(nb201.continuous.config(layers=2)) == (6, 5)
+  assert nb201.continuous.op_names[0] == "none"
   with pytest.raises(ValueError, match=r"unknown .*SupernetConfig field\(s\) \['channels'\]"):
     nasnet.supernet.config(channels=4)
   with pytest.raises(ValueError, match="no networks for space 'macro'"):

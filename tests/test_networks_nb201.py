@@ -195,3 +195,95 @@ def test_supernet_drop_path(data, supernet):
   half = apply(ARCHS[0], jax.random.key(0), 0.5)
   assert np.abs(np.asarray(half) - np.asarray(plain(ARCHS[0]))).max() > 1e-4
   assert apply._cache_size() == 1  # pylint: disable=protected-access
+
+
+# --- continuous relaxation ---------------------------------------------------------------
+RELAXED = networks.family("nb201").continuous
+
+
+def _without_cell_bn(params, cfg):
+  """The supernet's parameters in the default relaxed layout: the cells' convolutions without BN scale/bias."""
+  out = dict(params)
+  for i, block in enumerate(cfg.plan()):
+    if block["kind"] == "cell":
+      out[f"block_{i}"] = {e: {name: {"w": conv["w"]} for name, conv in edge.items()}
+                           for e, edge in params[f"block_{i}"].items()}
+  return out
+
+
+def test_relaxed_with_one_hot_weights_is_the_supernet(data, supernet):
+  """One-hot weights select an architecture: the relaxed network then computes the weight-sharing
+  supernet's function for it, given the same convolution weights."""
+  x, _ = data
+  params, stats, forward = supernet
+  full = RELAXED.config(num_classes=10, init_channels=4, layers=1, cell_bn_affine=True, cell_bn_running_stats=True)
+  plain = RELAXED.config(num_classes=10, init_channels=4, layers=1)  # the authors' default: no affine, batch stats
+  # Same layout (and, for the same key, the same weights) as the supernet with cell BN affine + running statistics.
+  ref_params, ref_stats = net.init_supernet(jax.random.key(1), CFG, x.shape)
+  got_params, got_stats = RELAXED.init(jax.random.key(1), full, x.shape)
+  assert jax.tree.structure((got_params, got_stats)) == jax.tree.structure((ref_params, ref_stats))
+  jax.tree.map(np.testing.assert_array_equal, got_params, ref_params)
+  plain_params, plain_stats = RELAXED.init(jax.random.key(1), plain, x.shape)
+  assert jax.tree.structure(plain_params) == jax.tree.structure(_without_cell_bn(ref_params, CFG))
+  assert plain_stats["block_0"] == {}
+
+  @jax.jit
+  def relaxed(w, params, stats, fresh):
+    return (RELAXED.apply(params, stats, w, x, config=full, train=False)[0],
+            RELAXED.apply(params, stats, w, x, config=full, train=True)[0],
+            RELAXED.apply(_without_cell_bn(fresh, CFG), plain_stats, w, x, config=plain, train=True)[0])
+
+  fresh_train = jax.jit(lambda arch: net.supernet_apply(ref_params, ref_stats, arch, x, config=CFG, train=True)[0])
+  for arch in ARCHS[:3]:
+    w = RELAXED.one_hot_weights(arch)
+    eval_logits, train_logits, _ = forward(params, stats, jnp.asarray(arch), x)
+    got_eval, got_train, got_plain = relaxed(w, params, stats, ref_params)
+    np.testing.assert_allclose(got_eval, eval_logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_train, train_logits, rtol=1e-4, atol=1e-5)
+    # Default cells' BN (no scale/bias, batch statistics) = the supernet's at its initial scale 1, bias 0.
+    np.testing.assert_allclose(got_plain, fresh_train(jnp.asarray(arch)), rtol=1e-4, atol=1e-5)
+    assert RELAXED.derive(w).tolist() == arch.tolist()
+  assert relaxed._cache_size() == 1  # pylint: disable=protected-access
+  # Mixed weights are another function.
+  mixed, _, _ = relaxed(jnp.full((6, 5), 0.2), params, stats, ref_params)
+  assert np.abs(np.asarray(mixed) - np.asarray(got_eval)).max() > 1e-4
+
+
+def test_relaxed_gradients_and_hessian_wrt_weights(data):
+  x, y = data
+  cfg = RELAXED.config(num_classes=10, init_channels=4, layers=1)
+  params, stats = RELAXED.init(jax.random.key(3), cfg, x.shape)
+  assert RELAXED.weights_shape(cfg) == (6, 5)
+
+  def loss(w):
+    logits, _ = RELAXED.apply(params, stats, w, x, config=cfg, train=True)
+    return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y])
+
+  alpha = 0.1 * jax.random.normal(jax.random.key(4), (6, 5))
+  g = np.asarray(jax.jit(jax.grad(lambda a: loss(jax.nn.softmax(a, -1))))(alpha))
+  assert g.shape == (6, 5) and np.isfinite(g).all()
+  assert (np.abs(g) > 0).all()  # through the softmax every logit matters
+  gw = np.asarray(jax.jit(jax.grad(loss))(jax.nn.softmax(alpha, -1)))
+  assert np.isfinite(gw).all() and (np.abs(gw[:, 1:]) > 0).all()
+  np.testing.assert_array_equal(gw[:, 0], 0.0)  # none contributes nothing
+  # Second derivatives (BayesNAS): the Hessian w.r.t. the weights of one edge, in the graph of all edges.
+  base = jax.nn.softmax(alpha, -1)
+  h = np.asarray(jax.jit(jax.hessian(lambda we: loss(base.at[4].set(we))))(base[4]))
+  assert h.shape == (5, 5) and np.isfinite(h).all() and np.abs(h[1:, 1:]).max() > 0
+  np.testing.assert_allclose(h, h.T, atol=1e-3 * np.abs(h).max())
+  np.testing.assert_array_equal(h[0], 0.0)
+
+
+def test_relaxed_derive_and_bad_inputs():
+  w = np.zeros((6, 5))
+  w[np.arange(6), [0, 1, 2, 3, 4, 0]] = [0.9, 0.3, 0.5, 0.2, 0.8, 0.4]  # none wins two edges
+  assert RELAXED.derive(w).tolist() == [0, 1, 2, 3, 4, 0]
+  SPACE.validate(RELAXED.derive(w))
+  with pytest.raises(ValueError, match=r"shape \(6, 5\)"):
+    RELAXED.derive(np.zeros((6, 4)))
+  with pytest.raises(ValueError, match="6 op ids"):
+    RELAXED.one_hot_weights([0, 1, 2])
+  with pytest.raises(ValueError, match="cell_bn_affine must be True or False"):
+    RELAXED.config(cell_bn_affine="yes")
+  with pytest.raises(ValueError, match="unknown"):
+    RELAXED.config(affine=False)

@@ -1,5 +1,5 @@
-"""Networks of the ``nb201`` cell space: the NAS-Bench-201 network and its
-weight-sharing supernet.
+"""Networks of the ``nb201`` cell space: the NAS-Bench-201 network, its
+weight-sharing supernet and its continuous relaxation.
 
 Architecture (see ``nas_jax.spaces.nb201``): ``int32[6]``, one op per edge
 ``(1<-0), (2<-0), (2<-1), (3<-0), (3<-1), (3<-2)``; ops ``0 none,
@@ -20,6 +20,9 @@ The package, by concern:
   shares;
 - ``supernet``: the weight-sharing supernet (``init_supernet``,
   ``supernet_apply``, ``make_train_step``, ``make_eval_archs``);
+- ``continuous``: the continuous relaxation for DARTS / BayesNAS
+  (``ContinuousConfig``; ``init``, ``apply``, ``derive``, ``one_hot_weights``
+  of that module);
 - ``child``: the child network (``NB201Child``, ``build_child``,
   ``child_variables_from_supernet``).
 
@@ -41,18 +44,20 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
+import numpy as np
 import optax
 
 from nas_jax.networks import supernet as supernet_lib
 from nas_jax.spaces.nb201 import EDGES, NUM_EDGES, NUM_OPS, OPS
 
+from . import continuous as continuous_lib
 from .child import NB201Child, build_child, child_variables_from_supernet
 from .common import AVG, CONV1, CONV3, NONE, SKIP, SupernetConfig, useful_edges
 from .supernet import (default_optimizer, init_supernet, init_train_state, make_eval_archs, make_train_step,
                        supernet_apply)
 
 __all__ = [
-    "AVG", "CONV1", "CONV3", "EDGES", "NB201Child", "NONE", "NUM_EDGES", "NUM_OPS", "OPS", "SKIP",
+    "AVG", "CONV1", "CONV3", "ContinuousConfig", "EDGES", "NB201Child", "NONE", "NUM_EDGES", "NUM_OPS", "OPS", "SKIP",
     "SupernetConfig", "build_child", "child_variables_from_supernet", "default_optimizer", "init_supernet",
     "init_train_state", "make_eval_archs", "make_train_step", "supernet_apply", "useful_edges", "FAMILY",
 ]
@@ -95,13 +100,54 @@ class NB201Supernet(supernet_lib.WeightSharingBase):
     return child_variables_from_supernet(arch, params, batch_stats, config, child_variables)
 
 
+ContinuousConfig = continuous_lib.ContinuousConfig
+
+
+class NB201Continuous:
+  """The continuous relaxation as a ``networks.base.ContinuousRelaxation`` object (``continuous.py``).
+
+  Weights ``float32[6, 5]`` (edge, op in ``OPS`` order, ``none`` included),
+  shared by all cells and used as given; ``config(**fields)`` builds a
+  ``ContinuousConfig`` (the supernet's fields plus the cells' batch-norm
+  settings ``cell_bn_affine`` and ``cell_bn_running_stats``); ``derive`` is
+  the arg-max op per edge (NAS-Bench-201's ``genotype()``).
+  """
+
+  op_names = OPS
+
+  def config(self, **fields: Any) -> ContinuousConfig:
+    """A ``ContinuousConfig`` from keyword fields (unknown ones raise ``ValueError``)."""
+    return supernet_lib.config_from_fields(ContinuousConfig, fields)
+
+  def weights_shape(self, config: Any = None) -> tuple[int, int]:
+    """``(6, 5)``."""
+    return continuous_lib.weights_shape(config)
+
+  def init(self, key: jax.Array, config: Any, input_shape: tuple[int, ...]) -> tuple[dict, dict]:
+    """See ``continuous.init``."""
+    return continuous_lib.init(key, config, input_shape)
+
+  def apply(self, params: dict, batch_stats: dict, weights: jax.Array, x: jax.Array, *, config: Any,
+            train: bool) -> tuple[jax.Array, dict]:
+    """See ``continuous.apply``."""
+    return continuous_lib.apply(params, batch_stats, weights, x, config=config, train=train)
+
+  def derive(self, weights: Any, config: Any = None) -> np.ndarray:
+    """See ``continuous.derive``."""
+    return continuous_lib.derive(weights, config)
+
+  def one_hot_weights(self, arch: Any) -> jax.Array:
+    """See ``continuous.one_hot_weights``."""
+    return continuous_lib.one_hot_weights(arch)
+
+
 class NB201Family:
   """The ``nb201`` network family (``networks.base.NetworkFamily``)."""
 
   name = "nb201"
   tasks = ("images",)
   supernet = NB201Supernet()
-  continuous = None
+  continuous = NB201Continuous()
 
   def build_child(self, space: Any, arch: Any, **config: Any) -> NB201Child:
     """See the module function ``build_child``."""
