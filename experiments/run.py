@@ -39,7 +39,10 @@ def build_config(args) -> dict:
     if not isinstance(user.get(group, {}), dict):
       raise ValueError(f"{group} in {args.config} must be a dict of settings, "
                        f"got {user[group]!r}")
-  strategy = args.strategy or user.get("strategy", {}).get("name") or config["strategy"]["name"]
+  named = [a.partition("=")[2].strip() for a in (args.set or [])
+           if a.partition("=")[0].strip() == "strategy.name"]
+  strategy = ((named[-1] if named else None) or args.strategy
+              or user.get("strategy", {}).get("name") or config["strategy"]["name"])
   if not isinstance(strategy, str) or not re.fullmatch(r"[A-Za-z0-9_]+", strategy):
     raise ValueError(f"malformed strategy name {strategy!r}")
   if (CONFIGS / f"{strategy}.py").is_file():
@@ -82,7 +85,7 @@ def summary(result: dict, workdir: pathlib.Path) -> str:
     where = (f"{result['space']} (tabular benchmark)" if result["evaluator"] == "tabular"
              else f"{result['space']}/{result['dataset']}")
     how, count = f"evaluator {result['evaluator']}", f"{result['num_evaluations']} architectures"
-    picked = f"evaluation #{result['best_index']}"
+    picked = f"evaluation {result['best_index'] + 1} of {result['num_evaluations']}"
   size = ""
   if result.get("best_flops") is not None:
     size = (f"size               : {result['best_flops'] / 1e6:.2f} M multiply-adds, "

@@ -200,7 +200,7 @@ def test_workdir_that_is_a_file(tab_config, tmp_path, capsys):
   path = tmp_path / "file"
   path.write_text("x")
   fails(run_cli.main, ["--config", tab_config, "--workdir", str(path), "--quiet"], capsys,
-        "error: [Errno 17] File exists")
+        f"error: --workdir {path} is a file; give a directory")
 
 
 def test_main_command_end_to_end_tiny(tmp_path):
@@ -228,3 +228,78 @@ def test_main_command_end_to_end_tiny(tmp_path):
   assert result["pareto"] and result["best_flops"] > 0
   for name in ("search.png", "pareto.png", "final_curve.png", "best_arch.json", "run.log"):
     assert (workdir / name).is_file(), name
+
+
+# --- bad input in every corner: one line, exit 2, nothing written ---------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "99999999999999999999"], "error: seed must be a non-negative integer below 2**63"),
+    (["--strategy", "random", "--dataset", "ptb"],
+     "error: space 'nasnet' serves ['images'], but dataset 'ptb' is a language_model task; "
+     "use --space rnn"),
+    (["--strategy", "random", "--space", "rnn", "--dataset", "digits"],
+     "error: space 'rnn' serves ['language_model'], but dataset 'digits' is a images task"),
+    (["--space", "nb201", "--dataset", "imagefolder:/nonexistent"],
+     "error: dataset 'imagefolder:/nonexistent' does not apply to the tabular evaluator"),
+])
+def test_impossible_combinations(argv, message, capsys, tmp_path):
+  fails(run_cli.main, argv + ["--workdir", str(tmp_path / "w"), "--quiet"], capsys, message)
+  assert not (tmp_path / "w").exists()
+
+
+def test_bad_config_files(tmp_path, capsys):
+  raising = tmp_path / "raising.py"
+  raising.write_text("def get_config():\n  return 1 / 0\n")
+  fails(run_cli.main, ["--config", str(raising)], capsys,
+        f"error: get_config() of {raising} failed (ZeroDivisionError: division by zero)")
+  wrong = tmp_path / "wrong.py"
+  wrong.write_text("def get_config(a, b):\n  return {}\n")
+  fails(run_cli.main, ["--config", str(wrong)], capsys, f"error: get_config() of {wrong} failed")
+  fails(run_cli.main, ["--config", str(tmp_path)], capsys, f"error: config file {tmp_path} is a directory")
+
+
+def test_data_that_fails_leaves_no_workdir(tmp_path, capsys):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  for cls in ("a", "b"):
+    (tmp_path / "imgs" / cls).mkdir(parents=True)
+    for i in range(3):
+      Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "imgs" / cls / f"{i}.png")
+  workdir = tmp_path / "w"
+  fails(run_cli.main, ["--strategy", "random", "--dataset", f"imagefolder:{tmp_path / 'imgs'}",
+                       "--workdir", str(workdir), "--quiet"], capsys, "lower batch_size")
+  assert not workdir.exists()  # so the suggested fix can use the same workdir
+
+
+def test_set_strategy_name_picks_that_strategys_config_file(tab_config, tmp_path):
+  args = run_cli.make_parser().parse_args(["--set", "strategy.name=nao"])
+  cfg = run_cli.build_config(args)
+  assert cfg["strategy"]["name"] == "nao" and cfg["strategy"].get("init_pool") == 16
+  assert cfg["budget"] == 88
+
+
+def test_tabular_runs_name_the_tables_dataset(tab_config, tmp_path, capsys):
+  assert run_cli.main(["--config", tab_config, "--workdir", str(tmp_path / "w"), "--quiet"]) == 0
+  saved = json.loads((tmp_path / "w" / "config.json").read_text())
+  result = json.loads((tmp_path / "w" / "result.json").read_text())
+  assert saved["dataset"] == result["dataset"] and saved["dataset"].startswith("nb201-table:")
+
+
+def test_another_experiment_names_the_strategy_first(tab_config, tmp_path, capsys):
+  assert run_cli.main(["--config", tab_config, "--workdir", str(tmp_path / "w"), "--quiet"]) == 0
+  capsys.readouterr()
+  err = fails(run_cli.main, ["--config", tab_config, "--strategy", "evolution", "--workdir",
+                             str(tmp_path / "w"), "--quiet"], capsys, "holds another experiment")
+  assert "differs in strategy.name: 'random' there, 'evolution' now" in err
+
+
+def test_retrain_refuses_a_foreign_non_empty_workdir(tmp_path, capsys):
+  arch = tmp_path / "best_arch.json"
+  arch.write_text(json.dumps({"space": "nb201", "genotype": {
+      "cell": "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|"}}))
+  (tmp_path / "data").mkdir()
+  (tmp_path / "data" / "precious.txt").write_text("keep me")
+  fails(train_cli.main, ["--arch", str(arch), "--epochs", "1", "--dataset", "digits",
+                         "--workdir", str(tmp_path / "data"), "--quiet"], capsys,
+        "is not empty and holds no retraining")
+  assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["precious.txt"]

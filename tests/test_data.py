@@ -287,10 +287,23 @@ def test_imagefolder_errors(tmp_path):
                          test_fraction=0.5)
   assert ds.image_shape == (4, 4, 3)
   extra = tmp_path / "extra"
-  _write_folder(extra / "train", ["a"], 2)
+  _write_folder(extra / "train", ["a", "b"], 2)
   _write_folder(extra / "test", ["z"], 1)
   with pytest.raises(ValueError, match="'z'"):
     data.load_dataset(f"imagefolder:{extra}")
+  one = tmp_path / "one"
+  _write_folder(one, ["only"], 3)
+  with pytest.raises(ValueError, match=r"has one class \('only'\); a classifier needs at least 2"):
+    data.load_dataset(f"imagefolder:{one}")
+  (one / "hollow").mkdir()
+  with pytest.raises(ValueError, match=r"class folder\(s\) \['hollow'\] .* hold no"):
+    data.load_dataset(f"imagefolder:{one}")
+  broken = tmp_path / "broken"
+  _write_folder(broken, ["a", "b"], 2)
+  victim = sorted((broken / "a").iterdir())[0]
+  victim.write_bytes(victim.read_bytes()[:40])  # a truncated image file
+  with pytest.raises(ValueError, match=f"cannot read {victim}"):
+    data.load_dataset(f"imagefolder:{broken}")
 
 
 # --- Penn Treebank --------------------------------------------------------------

@@ -236,11 +236,15 @@ def _read_images(files: list[pathlib.Path], mode: str,
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   def read(path):
-    with Image.open(path) as im:
-      im = im.convert(mode)
-      if image_size is not None and im.size != (image_size[1], image_size[0]):
-        im = im.resize((image_size[1], image_size[0]), Image.BILINEAR)
-      return np.asarray(im, np.uint8)
+    try:
+      with Image.open(path) as im:
+        im = im.convert(mode)
+        if image_size is not None and im.size != (image_size[1], image_size[0]):
+          im = im.resize((image_size[1], image_size[0]), Image.BILINEAR)
+        return np.asarray(im, np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for damaged files
+      raise ValueError(f"imagefolder: cannot read {path} ({e}); remove or replace the "
+                       "file") from None
 
   with concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as ex:
     arrays = list(ex.map(read, files, chunksize=256))
@@ -269,8 +273,19 @@ def _load_imagefolder(path: str, image_size):
   if not files:
     raise ValueError(f"imagefolder: no .png/.jpg/.jpeg files under "
                      f"{str(train_root)!r}")
-  with _open_first(files[0]) as im:
-    mode = "L" if im.mode in ("L", "1", "I;16", "I", "F") else "RGB"
+  empty = [c for i, c in enumerate(classes) if not np.any(y == i)]
+  if empty:
+    raise ValueError(f"imagefolder: class folder(s) {empty[:3]} of {str(train_root)!r} hold no "
+                     ".png/.jpg/.jpeg images; add images or remove the folder")
+  if len(classes) < 2:
+    raise ValueError(f"imagefolder: {str(train_root)!r} has one class ({classes[0]!r}); a "
+                     "classifier needs at least 2 class subfolders")
+  try:
+    with _open_first(files[0]) as im:
+      mode = "L" if im.mode in ("L", "1", "I;16", "I", "F") else "RGB"
+  except (OSError, ValueError, SyntaxError) as e:
+    raise ValueError(f"imagefolder: cannot read {files[0]} ({e}); remove or replace the "
+                     "file") from None
   x = _read_images(files, mode, image_size)
   x_test = y_test = None
   if test_root is not None:

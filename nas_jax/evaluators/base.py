@@ -65,6 +65,13 @@ class Evaluator(abc.ABC):
     self.space = space
     self.config = dict(config or {})
 
+  def prepare(self) -> None:
+    """Checks everything that can fail before the search (data sizes, files).
+
+    The runner calls it before it writes anything to the workdir, so bad
+    input never leaves a half-made workdir. Default: nothing to check.
+    """
+
   def cost_network(self) -> dict[str, Any] | None:
     """The network whose FLOPs/parameters describe an architecture, or None.
 

@@ -107,6 +107,10 @@ class ScratchEvaluator(Evaluator):
     self.make_callbacks = make_callbacks
     self._dataset = None
 
+  def prepare(self) -> None:
+    """Loads and checks the data (split sizes against the batch size)."""
+    _ = self.dataset
+
   @property
   def dataset(self) -> Any:
     """The data, loaded on first use."""

@@ -82,15 +82,19 @@ def resolve_evaluator_name(config: dict[str, Any]) -> str:
   return getattr(registry.lookup("space", config["space"]), "default_evaluator", "scratch")
 
 
-def validate_config(config: Any) -> dict[str, Any]:
+def validate_config(config: Any, *, search: bool = True) -> dict[str, Any]:
   """Checks a config and returns a resolved deep copy.
 
   The evaluator name "auto" is resolved (``resolve_evaluator_name``) and the
   names are checked against the registry; settings of the chosen strategy and
-  evaluator are checked when they are constructed.
+  evaluator are checked when they are constructed. For a search on a
+  benchmark table, the dataset is the table's (the default dataset becomes
+  it; another one is refused).
 
   Args:
     config: nested dict as returned by ``get_config()`` of a config file.
+    search: the config runs a search (False: a retraining, which has no
+      evaluator, so the table's dataset rule does not apply).
 
   Returns:
     A resolved deep copy.
@@ -112,8 +116,8 @@ def validate_config(config: Any) -> dict[str, Any]:
     raise ValueError(f"unknown config field(s) {unknown}; allowed: {sorted(allowed)}")
   for k, v in default_config().items():
     cfg.setdefault(k, copy.deepcopy(v))
-  if not _is_int(cfg["seed"]) or cfg["seed"] < 0:
-    raise ValueError(f"seed must be a non-negative integer, got {cfg['seed']!r}")
+  if not _is_int(cfg["seed"]) or not 0 <= cfg["seed"] < 2**63:
+    raise ValueError(f"seed must be a non-negative integer below 2**63, got {cfg['seed']!r}")
   if not _is_int(cfg["budget"]) or cfg["budget"] < 1:
     raise ValueError(f"budget must be a positive integer (architectures to evaluate, or epochs "
                      f"of a one-shot method), got {cfg['budget']!r}")
@@ -143,6 +147,9 @@ def validate_config(config: Any) -> dict[str, Any]:
     if name != "name" and not isinstance(sub, dict):
       raise ValueError(f"evaluator.{name} must be a dict of {name} settings, got {sub!r}")
   cfg["evaluator"]["name"] = resolve_evaluator_name(cfg)
+  kind = getattr(registry.lookup("strategy", cfg["strategy"]["name"]), "kind", "ask_tell")
+  if search and cfg["evaluator"]["name"] == "tabular" and kind == "ask_tell":
+    _table_dataset(cfg)
   check_task(cfg["space"], cfg["dataset"])
   epochs = cfg["final"].get("epochs", 0)
   if not _is_int(epochs) or epochs < 0:
@@ -163,6 +170,23 @@ def validate_config(config: Any) -> dict[str, Any]:
     raise ValueError(f"config must hold only JSON values (str, numbers, bool, None, "
                      f"lists, dicts): {e}") from None
   return cfg
+
+
+#: The dataset a config names when it names none of its own (experiments/configs/default.py).
+DEFAULT_DATASET = "digits"
+
+
+def _table_dataset(cfg: dict[str, Any]) -> None:
+  """A table look-up runs on the table's dataset: the default dataset becomes it, another is refused."""
+  settings = cfg["evaluator"].get("tabular", {})
+  table = settings.get("benchmark_file") if isinstance(settings, dict) else None
+  name = "cifar10" if table is None else f"nb201-table:{table}"
+  if cfg["dataset"] in (DEFAULT_DATASET, name):
+    cfg["dataset"] = name
+    return
+  raise ValueError(f"dataset {cfg['dataset']!r} does not apply to the tabular evaluator, which looks "
+                   f"up NAS-Bench-201's {name} table; drop --dataset, or train on it with "
+                   "--evaluator supernet or scratch")
 
 
 def check_task(space: str, dataset: str) -> None:
@@ -201,13 +225,26 @@ def fingerprint(config: dict[str, Any]) -> str:
 
 
 def diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-  """Dotted paths where two JSON trees differ."""
-  if isinstance(a, dict) and isinstance(b, dict):
-    out = []
-    for k in sorted(set(a) | set(b), key=str):
-      out += diff(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}{k}.")
-    return out
-  return [] if a == b else [f"{prefix[:-1]}: {a!r} there, {b!r} now"]
+  """Dotted paths where two JSON trees differ, the weightiest first.
+
+  Names (``strategy.name``, ``space``, ``dataset``, ...) come before the
+  settings under them, shallower paths before deeper ones.
+
+  Example:
+    >>> diff({"strategy": {"name": "nao", "k": 1}}, {"strategy": {"name": "random", "k": 2}})
+    ["strategy.name: 'nao' there, 'random' now", 'strategy.k: 1 there, 2 now']
+  """
+  def walk(a, b, prefix):
+    if isinstance(a, dict) and isinstance(b, dict):
+      out = []
+      for k in sorted(set(a) | set(b), key=str):
+        out += walk(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}{k}.")
+      return out
+    return [] if a == b else [(prefix[:-1], f"{prefix[:-1]}: {a!r} there, {b!r} now")]
+
+  found = walk(a, b, prefix)
+  found.sort(key=lambda t: (not t[0].endswith("name"), t[0].count("."), t[0]))
+  return [text for _, text in found]
 
 
 def enable_compile_cache() -> str | None:
@@ -258,6 +295,8 @@ def load_config_file(path: str | os.PathLike, *args: Any) -> dict[str, Any]:
   """
   import importlib.util  # pylint: disable=import-outside-toplevel
   path = pathlib.Path(path)
+  if path.is_dir():
+    raise ValueError(f"config file {path} is a directory; give a Python file with get_config()")
   if not path.is_file():
     raise ValueError(f"config file {path} does not exist; give a Python file with get_config()")
   spec = importlib.util.spec_from_file_location(f"_nas_jax_config_{path.stem}", path)
@@ -268,7 +307,10 @@ def load_config_file(path: str | os.PathLike, *args: Any) -> dict[str, Any]:
     raise ValueError(f"config file {path} failed to load ({type(e).__name__}: {e})") from None
   if not callable(getattr(module, "get_config", None)):
     raise ValueError(f"config file {path} defines no get_config() function")
-  config = module.get_config(*args)
+  try:
+    config = module.get_config(*args)
+  except Exception as e:  # a user's function: report, don't crash
+    raise ValueError(f"get_config() of {path} failed ({type(e).__name__}: {e})") from None
   if not isinstance(config, dict):
     raise ValueError(f"get_config() of {path} returned {type(config).__name__}, expected a dict")
   return config

@@ -160,6 +160,10 @@ def build(cfg: dict[str, Any], workdir: pathlib.Path) -> Parts:
     ev_cls = registry.get_evaluator(cfg["evaluator"]["name"])
     evaluator = _construct(ev_cls, space, dict(cfg["evaluator"].get(cfg["evaluator"]["name"], {})),
                            provided, "evaluator")
+    evaluator.prepare()
+  elif int(method.steps_per_epoch()) < 1:
+    raise ValueError(f"strategy {cfg['strategy']['name']!r} gets no full batch per epoch from the "
+                     "data; lower its batch_size or use more data")
   if cfg["final"].get("epochs", 0) > 0:
     final_lib.check_final_config(cfg)  # a typo fails now, not after the search
   return Parts(space, method, evaluator, data_fn, kind)

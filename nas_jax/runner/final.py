@@ -139,6 +139,33 @@ def load_arch_file(path: str | os.PathLike) -> tuple[Any, np.ndarray, dict[str, 
   return space, arch, record
 
 
+def _claim_retrain_workdir(workdir: pathlib.Path, what: dict[str, Any]) -> None:
+  """Writes ``retrain_config.json``, or checks that the workdir holds this retraining.
+
+  Raises:
+    ValueError: the workdir is a file, holds another retraining (the message
+      names the first differences), or is not empty and holds none.
+  """
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"--workdir {workdir} is a file; give a directory")
+  marker = workdir / "retrain_config.json"
+  if marker.is_file():
+    try:
+      saved = json.loads(marker.read_text())
+    except ValueError:
+      saved = None
+    diffs = config_lib.diff(saved, what) if isinstance(saved, dict) else ["unreadable"]
+    if diffs:
+      raise ValueError(f"workdir {workdir} holds another retraining (differs in "
+                       f"{'; '.join(diffs[:3])}); use another --workdir or the same settings")
+    return
+  if workdir.is_dir() and any(not p.name.startswith(".") for p in workdir.iterdir()):
+    raise ValueError(f"workdir {workdir} is not empty and holds no retraining; use an empty or "
+                     "new --workdir")
+  workdir.mkdir(parents=True, exist_ok=True)
+  workdir_lib.write_json(marker, what)
+
+
 def retrain(arch_file: str | os.PathLike, config: dict[str, Any], workdir: str | os.PathLike,
             *, quiet: bool = False) -> dict[str, Any]:
   """Trains the architecture of ``arch_file`` from scratch with ``config["final"]``.
@@ -160,17 +187,23 @@ def retrain(arch_file: str | os.PathLike, config: dict[str, Any], workdir: str |
     ``final_test_ppl``), ``final_curve``, ``final_seconds`` (also written to
     ``workdir/retrain.json``).
   """
-  cfg = config_lib.validate_config(config)
+  cfg = config_lib.validate_config(config, search=False)
   if cfg["final"].get("epochs", 0) < 1:
     raise ValueError("final.epochs must be >= 1 to retrain (use --epochs N)")
   space, arch, record = load_arch_file(arch_file)
   config_lib.check_task(space.name, cfg["dataset"])
-  check_final_config(cfg)
+  final_cfg = check_final_config(cfg)
+  data = load_data(cfg)  # bad data fails before anything is written
+  task = tasks_lib.task_of(data)
+  if task.num_train_steps(data, final_cfg) < 1:
+    raise ValueError(f"dataset {cfg['dataset']!r} holds fewer training examples than "
+                     f"final.batch_size {final_cfg['batch_size']}; lower it")
   workdir = pathlib.Path(workdir).resolve()
-  workdir.mkdir(parents=True, exist_ok=True)
+  _claim_retrain_workdir(workdir, {"arch_id": space.arch_id(arch), "space": space.name,
+                                   **{k: cfg[k] for k in ("seed", "dataset", "data", "final")}})
   t0 = time.perf_counter()
   final = final_training(space, arch, cfg, experiment_keys(cfg["seed"])[3], workdir,
-                         lambda: load_data(cfg), quiet)
+                         lambda: data, quiet)
   curve = report.clean_curve(final.get("curve"))
   name, value = metric_of(final)
   out = {"arch_file": str(pathlib.Path(arch_file).resolve()), "space": space.name,

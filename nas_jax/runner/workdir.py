@@ -39,6 +39,8 @@ def write_json(path: pathlib.Path, obj: Any) -> None:
 
 def claim_workdir(workdir: pathlib.Path, cfg: dict[str, Any]) -> None:
   """Writes config.json, or checks that the workdir holds this experiment."""
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"--workdir {workdir} is a file; give a directory (new or of this experiment)")
   workdir.mkdir(parents=True, exist_ok=True)
   path = workdir / "config.json"
   if path.exists():
