@@ -100,9 +100,13 @@ class SupernetEvaluator(Evaluator):
   """
 
   name = "supernet"
+  needs = ("data",)
 
-  def __init__(self, space, config: dict[str, Any] | None = None):
-    super().__init__(space, {**DEFAULT_CONFIG, **(config or {})})
+  def __init__(self, space, config: dict[str, Any] | None = None, *, data: Any = None):
+    config = dict(config or {})
+    if data is not None:  # the runner's loaded data (overrides a dataset name)
+      config["dataset"] = data
+    super().__init__(space, {**DEFAULT_CONFIG, **config})
     _check(self.config)
     self.family = networks.family(space.name)
     if self.family.supernet is None:
@@ -113,6 +117,10 @@ class SupernetEvaluator(Evaluator):
     self._compiled = None
 
   # --- data ---------------------------------------------------------------
+  def prepare(self) -> None:
+    """Loads and checks the data (split sizes against the batch size)."""
+    _ = self.dataset
+
   @property
   def dataset(self) -> data_lib.ImageDataset:
     """The dataset, loaded on first use."""
