@@ -9,6 +9,7 @@ import pytest
 from nas_jax import networks, ops
 from nas_jax.kernels import build
 from nas_jax.networks import nb201 as net
+from nas_jax.networks.nb201 import continuous as nb201_continuous
 from nas_jax.spaces import get_space
 
 SPACE = get_space("nb201")
@@ -259,16 +260,16 @@ def test_relaxed_gradients_and_hessian_wrt_weights(data):
     logits, _ = RELAXED.apply(params, stats, w, x, config=cfg, train=True)
     return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y])
 
-  alpha = 0.1 * jax.random.normal(jax.random.key(4), (6, 5))
-  g = np.asarray(jax.jit(jax.grad(lambda a: loss(jax.nn.softmax(a, -1))))(alpha))
-  assert g.shape == (6, 5) and np.isfinite(g).all()
-  assert (np.abs(g) > 0).all()  # through the softmax every logit matters
-  gw = np.asarray(jax.jit(jax.grad(loss))(jax.nn.softmax(alpha, -1)))
-  assert np.isfinite(gw).all() and (np.abs(gw[:, 1:]) > 0).all()
-  np.testing.assert_array_equal(gw[:, 0], 0.0)  # none contributes nothing
-  # Second derivatives (BayesNAS): the Hessian w.r.t. the weights of one edge, in the graph of all edges.
-  base = jax.nn.softmax(alpha, -1)
-  h = np.asarray(jax.jit(jax.hessian(lambda we: loss(base.at[4].set(we))))(base[4]))
+  w = jax.nn.softmax(0.1 * jax.random.normal(jax.random.key(4), (6, 5)), -1)
+  g = np.asarray(jax.jit(jax.grad(loss))(w))
+  assert g.shape == (6, 5) and np.isfinite(g).all() and (np.abs(g[:, 1:]) > 0).all()
+  np.testing.assert_array_equal(g[:, 0], 0.0)  # none contributes nothing
+  # Second derivatives (BayesNAS): jax.hessian w.r.t. one edge's weights, through a relaxed cell
+  # (every op, the 1x1 convolutions on the fused kernel) in the graph of all its edges.
+  h_in = jax.random.normal(jax.random.key(5), (2, 5, 5, 4))
+  cell = lambda we: jnp.sum(jnp.sin(nb201_continuous.continuous_cell(  # noqa: E731
+      params["block_0"], stats["block_0"], h_in, w.at[4].set(we), config=cfg, train=True)[0]))
+  h = np.asarray(jax.jit(jax.hessian(cell))(w[4]))
   assert h.shape == (5, 5) and np.isfinite(h).all() and np.abs(h[1:, 1:]).max() > 0
   np.testing.assert_allclose(h, h.T, atol=1e-3 * np.abs(h).max())
   np.testing.assert_array_equal(h[0], 0.0)

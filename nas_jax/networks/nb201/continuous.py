@@ -160,6 +160,31 @@ def _mixed_edge(p, s, h, w, train, cfg):
   return out, new_s
 
 
+def continuous_cell(p: Params, s: Params, h: jax.Array, weights: jax.Array, *,
+                    config: ContinuousConfig | dict[str, Any], train: bool) -> tuple[jax.Array, Params]:
+  """One relaxed cell: node ``j`` sums ``sum_o weights[e, o] * op_o(node_i)`` over its edges ``e = (j <- i)``.
+
+  Args:
+    p, s: the cell's params / statistics (``params["block_<i>"]`` of a cell).
+    h: the cell input ``[N, H, W, C]``.
+    weights: float[6, 5] op weights, used as given.
+    config: the ``ContinuousConfig``.
+    train: BN mode (the cells' batch norms without running statistics always
+      use the batch's).
+
+  Returns:
+    ``(node 3, new cell statistics)`` (empty without ``cell_bn_running_stats``).
+  """
+  cfg = as_config(config)
+  chex.assert_shape(weights, (NUM_EDGES, NUM_OPS))
+
+  def edge(e, pe, se, h_in):
+    y, new_s = _mixed_edge(pe, se, h_in, weights[e], train, cfg)
+    return y, (new_s if cfg.cell_bn_running_stats else None)
+
+  return apply_cell(p, s, h, edge)
+
+
 def apply(params: Params, batch_stats: Params, weights: jax.Array, x: jax.Array, *,
           config: ContinuousConfig | dict[str, Any], train: bool) -> tuple[jax.Array, Params]:
   """Logits of the relaxed network: every edge is ``sum_o weights[e, o] * op_o(h)``.
@@ -180,17 +205,12 @@ def apply(params: Params, batch_stats: Params, weights: jax.Array, x: jax.Array,
   chex.assert_shape(weights, (NUM_EDGES, NUM_OPS))
   new = {}
   h, new["stem"] = apply_stem(params["stem"], batch_stats["stem"], x, train)
-
-  def edge(e, p, s, h_in):
-    y, new_s = _mixed_edge(p, s, h_in, weights[e], train, cfg)
-    return y, (new_s if cfg.cell_bn_running_stats else None)
-
   for i, block in enumerate(cfg.plan()):
     p, s = params[f"block_{i}"], batch_stats[f"block_{i}"]
     if block["kind"] == "res":
       h, new[f"block_{i}"] = apply_res(p, s, h, train)
     else:
-      h, new[f"block_{i}"] = apply_cell(p, s, h, edge)
+      h, new[f"block_{i}"] = continuous_cell(p, s, h, weights, config=cfg, train=train)
   logits, new["head"] = apply_head(params["head"], batch_stats["head"], h, train)
   return logits, new
 
