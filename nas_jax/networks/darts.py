@@ -36,6 +36,30 @@ weights ``float[2, 14, 8]`` are given already transformed (DARTS: softmax of
 the alphas). All batch norms but the stem's have no affine parameters and
 the pools are followed by one (``model_search.py``: ``affine=False``).
 
+Program structure of the relaxation, chosen by measurement (2-core CPU shared
+with other jobs, jax 0.10, CPU kernels; compile / median step of
+forward+backward w.r.t. params and weights): each cell runs its 8 edges from
+the cell inputs in one ``lax.scan`` and its 6 edges from earlier nodes in
+another (``edge_loop="scan"``), so the mixed op is compiled twice per cell.
+
+  - C=4, 3 cells, batch 8, 16x16 (load ~1.2): scan 22 s / 0.095 s; unrolled
+    edges 304 s / 0.28 s.
+  - C=16, 8 cells, batch 64, 32x32 (DARTS's search network; load ~7): scan
+    23 s trace + 99 s compile / 28.6 s per step. Same process, load ~10,
+    against the nasnet family's relaxation (20 edges of 5 ops) at the same
+    size: 162 vs 115 s trace+compile, step time ratio 0.96-1.01 (30 s each).
+
+One scan of all 14 edges in normal cells (a 6-state buffer) compiled no
+faster (69 s vs 62 s, 3 cells, loaded). The step is bound by the ops: one
+mixed edge at 32x32x16, batch 64, costs 1.4-1.7x the sum of its 7 ops run
+alone, and the 8-cell step is about the sum of its edges.
+
+Nested derivatives (DARTS's second-order step, ``jax.hessian``) inside the
+edge scans need ``ops.implementation(fusion=False)`` until the fused
+separable-conv primitive (``kernels.fused.relu_conv_moments_p``) has a JVP
+rule of its own: JAX's partial evaluation of a scan inlines the custom-JVP
+function around it, and a second derivative then meets the bare primitive.
+
 Example:
     >>> from nas_jax.spaces.darts import DartsSpace, PUBLISHED
     >>> space = DartsSpace()
@@ -108,7 +132,8 @@ class DartsConfig:
     edge_loop: how the relaxed cell runs its 14 edges: "scan" (two
       ``lax.scan``s per cell, over the 8 edges from the cell inputs and the 6
       from earlier nodes: one compiled mixed op per scan) or "unroll" (every
-      edge traced separately). Measured in the module docstring.
+      edge traced separately: 14x slower to compile, 3x slower to run on
+      CPU; see the module docstring).
   """
   num_classes: int = 10
   init_channels: int = 16  # DARTS train_search.py --init_channels
@@ -542,8 +567,9 @@ class DartsContinuous:
   ``weights``: float[2, 14, 8] = [normal/reduce, edge (``edge_index``), op
   (``op_names``)], already transformed (DARTS: softmax over the last axis).
   ``apply`` is differentiable to any order in params and weights (DARTS's
-  second-order step, ``jax.hessian`` for BayesNAS); one compilation serves
-  every value of the weights.
+  second-order step, ``jax.hessian`` for BayesNAS; beyond first order under
+  ``ops.implementation(fusion=False)`` for now, see the module docstring);
+  one compilation serves every value of the weights.
   """
 
   op_names = OP_NAMES
