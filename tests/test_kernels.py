@@ -18,9 +18,10 @@ needs_kernels = pytest.mark.skipif(not build.available(), reason=f"kernels not b
 
 # (N, H, W, C, k, stride, dilation): odd sizes, strides, dilations, and channel
 # counts both compiled in (8, 16, 32: the register-blocked rows, and the input
-# gradient as a flipped forward at stride 1) and not (3, 5).
+# gradient as a flipped forward at stride 1) and not (3, 5); the last two are
+# widths the default supernets run (C=16: stem 48, cells 16, 32 and 64).
 SHAPES = [(2, 7, 9, 5, 3, 1, 1), (2, 8, 8, 16, 5, 2, 1), (3, 9, 7, 3, 3, 2, 2), (1, 5, 5, 8, 1, 1, 2),
-          (2, 7, 9, 16, 3, 1, 1), (1, 6, 5, 32, 5, 1, 2)]
+          (2, 7, 9, 16, 3, 1, 1), (1, 6, 5, 32, 5, 1, 2), (2, 5, 6, 48, 3, 1, 1), (2, 6, 5, 64, 5, 2, 1)]
 
 
 def _close(a, b, tol=1e-4):
@@ -169,6 +170,18 @@ def test_pointwise_values_gradients_and_second_derivatives(x_shape, n):
 
 
 @needs_kernels
+@pytest.mark.parametrize("x_shape, n", [((2, 3, 3, 27), 48), ((2, 3, 3, 48), 16), ((2, 3, 3, 64), 64)])
+def test_pointwise_supernet_widths(x_shape, n):
+  """Widths the default supernets run (C=16): the stem as im2col (27 -> 48), a cell's 1x1 preprocessing of
+  the stem (48 -> 16), the last stage (64 -> 64). Second derivatives are checked on the shapes above."""
+  x = jax.random.normal(jax.random.key(1), x_shape)
+  w = jax.random.normal(jax.random.key(2), (x_shape[-1], n))
+  _close(jax.jit(P.pointwise_conv)(x, w), _einsum(x, w))
+  grad = lambda f: jax.jit(jax.grad(_loss(f), (0, 1)))
+  _close(grad(P.pointwise_conv)(x, w), grad(_einsum)(x, w))
+
+
+@needs_kernels
 def test_pointwise_vmap_shared_and_mapped_weights():
   xs = jax.random.normal(jax.random.key(1), (3, 2, 4, 4, 8))
   w = jax.random.normal(jax.random.key(2), (8, 16))
@@ -218,9 +231,12 @@ from nas_jax.kernels import fused as F  # noqa: E402
 # (N, H, W, C, C_out, k (0: 1x1 only), stride, dilation, affine): AVX widths and
 # generic ones (12 -> 20, 5 -> 3), strides, a dilation, the 1x1 variant (with
 # and without the input affine map; sep_conv's first half, without, is in
-# test_ops_with_fusion_equal_ops_without).
+# test_ops_with_fusion_equal_ops_without); the last three are widths the
+# default supernets run (C=16): the 1x1 preprocessing of the stem (48 -> 16)
+# and separable convs of the last stage (64), strided as on a reduction cell's input.
 FUSED_SHAPES = [(2, 8, 8, 16, 16, 5, 2, 1, True), (2, 7, 7, 32, 32, 3, 1, 2, True),
-                (2, 6, 5, 12, 20, 3, 2, 1, True), (3, 6, 6, 80, 16, 0, 1, 1, False), (2, 5, 5, 5, 3, 0, 1, 1, True)]
+                (2, 6, 5, 12, 20, 3, 2, 1, True), (3, 6, 6, 80, 16, 0, 1, 1, False), (2, 5, 5, 5, 3, 0, 1, 1, True),
+                (2, 5, 5, 48, 16, 0, 1, 1, False), (2, 5, 5, 64, 64, 3, 1, 1, True), (2, 6, 6, 64, 64, 5, 2, 1, False)]
 
 
 def _fused_inputs(shape):
