@@ -75,8 +75,7 @@ def test_child_forward_aux_head_and_drop_path():
 
 
 def test_child_parameters_follow_darts():
-  """Op parameters as in DARTS; the total equals a count from DARTS's definitions, which for DARTS V2
-  at C=36, 20 cells (the paper's CIFAR-10 network) is 3,349,342: the paper's 3.3 M."""
+  """Op parameters as in DARTS (``cnn/operations.py``, ``cnn/model.py``)."""
   params = _shapes(N.FAMILY.build_child(SPACE, V2, num_classes=10, init_channels=4, layers=3), 8)["params"]
   cell0 = params["cell_0"]
   assert set(cell0["op0"]) == {"dw1", "pw1", "bn1", "dw2", "pw2", "bn2"} and cell0["op0"]["dw1"].shape == (3, 3, 4)
@@ -84,15 +83,14 @@ def test_child_parameters_follow_darts():
   assert "op5" not in cell0 and "op6" not in cell0  # stride-1 skip connections
   assert set(params["cell_2"]) == {"pre0", "pre1"}  # V2's reduction cell: max pools, skip(node 0)
   assert set(params["cell_2"]["pre0"]) == {"w1", "w2", "bn"}  # factorized reduce after a reduction
-  assert _count(params) == _darts_param_count(V2, 4, 3, 10)
+  assert _count(params) == N.child_cost(V2, num_classes=10, init_channels=4, layers=3)["params"]
   # A skip connection from a cell input of a reduction cell is a factorized reduce.
   arch = V2.copy()
   arch[1, 0] = [0, OPS.index("skip_connect"), 1, OPS.index("sep_conv_5x5")]
   params = _shapes(N.FAMILY.build_child(SPACE, arch, num_classes=10, init_channels=4, layers=3), 8)["params"]
   cell1 = params["cell_1"]
   assert set(cell1["op0"]) == {"w1", "w2", "bn"} and cell1["op1"]["dw1"].shape == (5, 5, 8)
-  assert _count(params) == _darts_param_count(arch, 4, 3, 10)
-  assert _darts_param_count(V2, 36, 20, 10) == 3_349_342
+  assert _count(params) == N.child_cost(arch, num_classes=10, init_channels=4, layers=3)["params"]
 
 
 def test_aux_head_as_darts_at_32x32():
@@ -107,61 +105,18 @@ def _count(params):
   return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
 
 
-def _darts_param_count(arch, c, layers, num_classes):
-  """Parameters of DARTS's NetworkCIFAR (auxiliary head excluded), counted from ``cnn/model.py``."""
-  sep = lambda k, c: 2 * (k * k * c + c * c + 2 * c)  # two (dw, pw, BN) halves
-  dil = lambda k, c: k * k * c + c * c + 2 * c
-  op_count = {"sep_conv_3x3": lambda c, s: sep(3, c), "sep_conv_5x5": lambda c, s: sep(5, c),
-              "dil_conv_3x3": lambda c, s: dil(3, c), "dil_conv_5x5": lambda c, s: dil(5, c),
-              "skip_connect": lambda c, s: c * c + 2 * c if s == 2 else 0,  # FactorizedReduce or Identity
-              "max_pool_3x3": lambda c, s: 0, "avg_pool_3x3": lambda c, s: 0}
-  total = 3 * 3 * 3 * 3 * c + 2 * 3 * c  # stem conv + BN
-  c_pp = c_p = 3 * c
-  for i in range(layers):
-    reduction = i in (layers // 3, 2 * layers // 3)
-    c = 2 * c if reduction else c
-    total += c_pp * c + 2 * c + c_p * c + 2 * c  # preprocess0 (ReLUConvBN or FactorizedReduce), preprocess1
-    for node in range(4):
-      for slot in range(2):
-        inp, op = arch[int(reduction), node, 2 * slot], OPS[arch[int(reduction), node, 2 * slot + 1]]
-        total += op_count[op](c, 2 if reduction and inp < 2 else 1)
-    c_pp, c_p = c_p, 4 * c
-  return total + c_p * num_classes + num_classes
-
-
-def _darts_macs(arch, c, layers, num_classes, size):
-  """Multiply-adds of DARTS's NetworkCIFAR on one ``size x size`` image (convs and the classifier)."""
-  def op_macs(name, c, s, hw):  # hw: output pixels
-    k = 5 if name.endswith("5x5") else 3
-    if name.startswith("sep_conv"):
-      return 2 * (k * k * c + c * c) * hw
-    if name.startswith("dil_conv"):
-      return (k * k * c + c * c) * hw
-    return c * c * hw if name == "skip_connect" and s == 2 else 0
-  total = 27 * 3 * c * size * size
-  c_pp = c_p = 3 * c
-  h_pp = h_p = size  # spatial sizes of the two cell inputs
-  for i in range(layers):
-    reduction = i in (layers // 3, 2 * layers // 3)
-    c = 2 * c if reduction else c
-    h = h_p // 2 if reduction else h_p
-    total += c_pp * c * h_p * h_p + c_p * c * h_p * h_p  # preprocessing at c_{k-1}'s resolution
-    for node in range(4):
-      for slot in range(2):
-        inp, op = arch[int(reduction), node, 2 * slot], OPS[arch[int(reduction), node, 2 * slot + 1]]
-        total += op_macs(op, c, 2 if reduction and inp < 2 else 1, h * h)
-    c_pp, c_p, h_pp, h_p = c_p, 4 * c, h_p, h
-  return total + c_p * num_classes
-
-
-def test_count_cost_of_a_darts_arch():
+def test_closed_form_cost_equals_the_traced_count():
+  """``FAMILY.cost`` (closed form) equals ``cost.count_cost`` (traced); DARTS V2 at C=36, 20 cells (the
+  paper's CIFAR-10 network): 3,349,342 parameters (the paper's 3.3 M) and 528,359,040 multiply-adds."""
   from nas_jax import cost, networks  # pylint: disable=import-outside-toplevel
-  try:
-    networks.family("darts")
-  except ValueError:
-    pytest.skip("nas_jax.networks does not list the darts family yet")
-  got = cost.count_cost(SPACE, V2, num_classes=10, init_channels=16, layers=8, input_shape=(32, 32, 3))
-  assert got == {"flops": _darts_macs(V2, 16, 8, 10, 32), "params": _darts_param_count(V2, 16, 8, 10)}
+  assert networks.family("darts") is N.FAMILY
+  arch = V2.copy()
+  arch[1, 0] = [0, OPS.index("skip_connect"), 1, OPS.index("dil_conv_5x5")]  # a factorized-reduce skip
+  for a in [arch] + list(_random_archs(2, seed=7)):
+    for size in (16, 9):  # odd sizes: 'same' padding rounds up on strided ops
+      config = {"num_classes": 7, "init_channels": 4, "layers": 4, "input_shape": (size, size, 3)}
+      assert N.FAMILY.cost(a, **config) == cost.count_cost(SPACE, a, **config), (a, size)
+  assert N.child_cost(V2, init_channels=36, layers=20) == {"flops": 528_359_040, "params": 3_349_342}
 
 
 # --- continuous relaxation -------------------------------------------------------------
