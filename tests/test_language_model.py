@@ -254,6 +254,9 @@ def test_count_cost_matches_parameters():
   assert list(shapes) == ["params"]
   assert cost["params"] == sum(math.prod(v.shape) for v in jax.tree.leaves(shapes))
   assert cost["cell_macs"] == 14 * 14 + 8 * 7 * 14 and cost["macs"] == cost["cell_macs"] + 7 * 50
+  # the runner's form (runner.costs.CostModel): flops = multiply-adds per token
+  runner = net.FAMILY.cost(arch, vocab_size=50, emb_size=7, hidden_size=7, input_shape=(35,), dropout_o=0.5)
+  assert runner["flops"] == cost["macs"] and runner["params"] == cost["params"]
 
 
 # --- training -----------------------------------------------------------------

@@ -42,8 +42,9 @@ architecture compiles its own train step (measured: see
 ``nas_jax.tasks.language_model``). There is no weight-sharing supernet yet
 (``FAMILY.supernet is None``) and no continuous relaxation.
 
-Costs (``count_cost``): every node has its weights whatever the architecture,
-so parameters and multiply-adds depend on N, E, H and V only.
+Costs (``count_cost``; ``FAMILY.cost`` for the runner, ``flops`` = multiply-adds
+per token): every node has its weights whatever the architecture, so
+parameters and multiply-adds depend on N, E, H and V only.
 
 Example:
     >>> from nas_jax.spaces.rnn import RNNSpace
@@ -299,9 +300,26 @@ class RNNFamily:
     """See the module's ``build_child``."""
     return build_child(space, arch, **config)
 
-  def count_cost(self, space: Any, arch: Any, **config: Any) -> dict[str, int]:
-    """See the module's ``count_cost``."""
-    return count_cost(space, arch, **config)
+  def cost(self, arch: Any, *, vocab_size: int, emb_size: int, hidden_size: int,
+           input_shape: Any = None, **unused: Any) -> dict[str, int]:
+    """``count_cost`` in the runner's form (``nas_jax.runner.costs.CostModel``).
+
+    ``flops`` is the multiply-adds **per token** (``macs``), ``params`` the
+    parameter count; ``input_shape`` (the window length) and the other
+    ``build_child`` keywords (dropouts) do not change them.
+
+    Example:
+      >>> FAMILY.cost(np.zeros((12, 2), np.int32), vocab_size=10000, emb_size=64, hidden_size=64)["flops"]
+      746496
+    """
+    del input_shape, unused
+    from nas_jax.spaces.rnn import RNNSpace  # pylint: disable=import-outside-toplevel
+    a = np.asarray(arch)
+    if a.ndim != 2 or a.shape[0] < 2:
+      raise ValueError(f"rnn arch has shape {a.shape}; expected (num_nodes, 2)")
+    c = count_cost(RNNSpace(num_nodes=a.shape[0]), a, vocab_size=vocab_size, emb_size=emb_size,
+                   hidden_size=hidden_size)
+    return {"flops": c["macs"], **c}
 
 
 FAMILY = RNNFamily()
