@@ -39,14 +39,26 @@ def build_config(args) -> dict:
     if not isinstance(user.get(group, {}), dict):
       raise ValueError(f"{group} in {args.config} must be a dict of settings, "
                        f"got {user[group]!r}")
-  named = [a.partition("=")[2].strip() for a in (args.set or [])
-           if a.partition("=")[0].strip() == "strategy.name"]
-  strategy = ((named[-1] if named else None) or args.strategy
+  def named(field):
+    values = [a.partition("=")[2].strip() for a in (args.set or [])
+              if a.partition("=")[0].strip() == field]
+    return values[-1] if values else None
+
+  strategy = (named("strategy.name") or args.strategy
               or user.get("strategy", {}).get("name") or config["strategy"]["name"])
   if not isinstance(strategy, str) or not re.fullmatch(r"[A-Za-z0-9_]+", strategy):
     raise ValueError(f"malformed strategy name {strategy!r}")
   if (CONFIGS / f"{strategy}.py").is_file():
     config = experiment.merge(config, experiment.load_config_file(CONFIGS / f"{strategy}.py"))
+  dataset = named("dataset") or args.dataset or user.get("dataset") or config["dataset"]
+  if isinstance(dataset, str):
+    # The built-in config files size the final training for images; on another task
+    # (Penn Treebank) only their settings that task knows apply. The user's own settings
+    # (--config, --set) are checked strictly.
+    from nas_jax import tasks  # pylint: disable=import-outside-toplevel
+    task = tasks.task_for_dataset(dataset)
+    known = set(task.default_train_config())
+    config["final"] = {k: v for k, v in config["final"].items() if k in known}
   config = experiment.merge(config, user)
   config["strategy"]["name"] = strategy
   flags = {"space": args.space, "dataset": args.dataset, "seed": args.seed,
@@ -63,6 +75,14 @@ def default_workdir(config: dict) -> pathlib.Path:
   slug = lambda s: re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)).strip("_")
   return pathlib.Path("runs") / (f"{slug(config['strategy']['name'])}-{slug(config['space'])}-"
                                  f"{slug(config['dataset'])}-seed{config['seed']}")
+
+
+def _score_meaning(result: dict) -> str:
+  """What the search score of a result is, in words."""
+  ppl = (result.get("best_metrics") or {}).get("valid_ppl")
+  if ppl is not None:
+    return f"80 / validation perplexity {ppl:.1f} during the search"
+  return "validation accuracy during the search, %"
 
 
 def summary(result: dict, workdir: pathlib.Path) -> str:
@@ -94,8 +114,7 @@ def summary(result: dict, workdir: pathlib.Path) -> str:
   lines = [
       f"== {result['strategy']} on {where} ({how}, seed {result['seed']}, {count}) ==",
       f"best genotype      : {json.dumps(result['best_genotype'])}",
-      f"best search score  : {result['best_search_score']:.2f} (search-time score: validation "
-      f"accuracy %, or 80/perplexity for language models; {picked})",
+      f"best search score  : {result['best_search_score']:.2f} ({_score_meaning(result)}; {picked})",
       final_text]
   if size:
     lines.append(size)

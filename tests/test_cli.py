@@ -303,3 +303,50 @@ def test_retrain_refuses_a_foreign_non_empty_workdir(tmp_path, capsys):
                          "--workdir", str(tmp_path / "data"), "--quiet"], capsys,
         "is not empty and holds no retraining")
   assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["precious.txt"]
+
+
+def _tiny_ptb(root: pathlib.Path) -> pathlib.Path:
+  """A tiny corpus in Penn Treebank's file layout (30 words, a few thousand tokens)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  words = [f"w{i}" for i in range(29)] + ["<unk>"]
+  root.mkdir(parents=True, exist_ok=True)
+  for split, n in (("train", 300), ("valid", 40), ("test", 40)):
+    lines = [" ".join(words[j] for j in rng.integers(0, 30, 8)) for _ in range(n)]
+    (root / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
+  return root
+
+
+def test_ptb_random_search_end_to_end_tiny(tmp_path):
+  """The language-model task path: random search on the rnn space, Penn Treebank layout."""
+  ptb = _tiny_ptb(tmp_path / "ptb")
+  workdir = tmp_path / "run"
+  sizes = []
+  for group in ("evaluator.scratch", "final"):
+    sizes += ["--set", f"{group}.batch_size=4", "--set", f"{group}.bptt=8",
+              "--set", f"{group}.eval_batch_size=4", "--set", f"{group}.emb_size=8",
+              "--set", f"{group}.hidden_size=8"]
+  run = subprocess.run(
+      [sys.executable, str(ROOT / "experiments" / "run.py"), "--strategy", "random", "--space", "rnn",
+       "--dataset", "ptb", "--data-dir", str(ptb), "--budget", "2", "--final-epochs", "1",
+       "--set", "strategy.batch_size=2", "--workdir", str(workdir), "--quiet", *sizes],
+      capture_output=True, text=True, env={**os.environ, "NAS_JAX_COMPILE_CACHE": ""})
+  assert run.returncode == 0, run.stderr[-3000:]
+  result = json.loads((workdir / "result.json").read_text())
+  lines = [json.loads(l) for l in (workdir / "history.jsonl").read_text().splitlines()]
+  assert len(lines) == 2
+  for l in lines:
+    ppl = l["metrics"]["valid_ppl"]
+    assert ppl > 1 and l["search_score"] == pytest.approx(80.0 / ppl)
+    assert l["curve"][0]["valid_ppl"] == ppl and l["flops"] > 0
+  assert result["final_report"]["test_ppl"] > 1 and result["final_test_acc"] is None
+  assert "final test ppl" in run.stdout and "80 / validation perplexity" in run.stdout
+
+
+def test_ptb_directory_without_the_files(tmp_path, capsys):
+  (tmp_path / "ptb").mkdir()
+  (tmp_path / "ptb" / "ptb.train.txt").write_text("a b\n")
+  fails(run_cli.main, ["--strategy", "random", "--space", "rnn", "--dataset", "ptb", "--data-dir",
+                       str(tmp_path / "ptb"), "--workdir", str(tmp_path / "w"), "--quiet"], capsys,
+        "ptb.valid.txt")
+  assert not (tmp_path / "w").exists()

@@ -307,6 +307,7 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
       "num_evaluations": len(records),
       "best_index": best["index"], "best_arch_id": best["arch_id"],
       "best_genotype": best["genotype"], "best_search_score": best["search_score"],
+      "best_metrics": best.get("metrics"),
       "best_flops": best.get("flops"), "best_params": best.get("params"),
       "final_test_acc": final_test_acc, "final_source": final_source,
       "final_curve": final_curve, "final_report": final_extra,

@@ -322,8 +322,14 @@ class LanguageModel(Task):
   higher_is_better = False
 
   # --- data -----------------------------------------------------------------
-  def load(self, spec: str, *, data_dir: str | None = None, **options: Any) -> TextData:
+  def load(self, spec: str, *, data_dir: str | None = None, train_tokens: int | None = None,
+           valid_tokens: int | None = None, test_tokens: int | None = None,
+           **options: Any) -> TextData:
     """Loads ``"ptb"`` from ``data_dir`` (else ``$NAS_JAX_PTB_DIR``).
+
+    ``train_tokens`` / ``valid_tokens`` / ``test_tokens`` keep only the first
+    that many tokens of a split (quick runs, tests; the vocabulary stays the
+    full training file's).
 
     Raises:
       ValueError: unknown spec or option; no directory, or one missing
@@ -333,8 +339,17 @@ class LanguageModel(Task):
     if spec != "ptb":
       raise ValueError(f"unknown language-model dataset {spec!r}; the language_model task knows 'ptb'")
     if options:
-      raise ValueError(f"unknown options {sorted(options)} for dataset 'ptb'; it takes only data_dir")
-    return TextData(name=spec, corpus=ptb_lib.load_ptb(data_dir))
+      raise ValueError(f"unknown options {sorted(options)} for dataset 'ptb'; it takes data_dir, "
+                       "train_tokens, valid_tokens, test_tokens")
+    cuts = {"train": train_tokens, "valid": valid_tokens, "test": test_tokens}
+    for name, n in cuts.items():
+      if n is not None and (not _is_int(n) or n < 2):
+        raise ValueError(f"{name}_tokens must be an int >= 2 or None, got {n!r}")
+    corpus = ptb_lib.load_ptb(data_dir)
+    for name, n in cuts.items():
+      if n is not None:
+        setattr(corpus, name, getattr(corpus, name)[:n])
+    return TextData(name=spec, corpus=corpus)
 
   def accepts(self, data: Any) -> bool:
     return isinstance(data, TextData)
