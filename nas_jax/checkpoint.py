@@ -19,10 +19,16 @@ read, or that was written by another experiment (different fingerprint or state
 structure), raises ``ValueError`` and nothing is deleted.
 
 Example:
-    >>> ckpt = SearchCheckpointer("/tmp/run/checkpoints", fingerprint="abc")
+    >>> ckpt = SearchCheckpointer("run/checkpoints", fingerprint="abc")
+    >>> print(ckpt.restore({"strategy": {"key": jax.random.key(0), "n": 0}}))  # nothing yet
+    None
+    >>> state = {"key": jax.random.key(1), "pool": np.arange(3), "n": 7}
     >>> ckpt.save(1, {"strategy": state}, {"round": 1})
-    >>> restored = ckpt.restore({"strategy": template})
-    >>> trees, meta = restored  # None when there is no checkpoint yet
+    >>> trees, meta = ckpt.restore({"strategy": {"key": jax.random.key(0), "pool": np.zeros(3, int), "n": 0}})
+    >>> trees["strategy"]["pool"], trees["strategy"]["n"], meta
+    (array([0, 1, 2]), 7, {'round': 1})
+    >>> bool((jax.random.key_data(trees["strategy"]["key"]) == jax.random.key_data(state["key"])).all())
+    True
 """
 from __future__ import annotations
 
@@ -62,6 +68,10 @@ def encode_tree(tree: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
   Example:
     >>> arrays, spec = encode_tree({"a": np.arange(3), "n": 4})
+    >>> arrays
+    {'leaf_0': array([0, 1, 2])}
+    >>> [leaf["kind"] for leaf in spec["leaves"]]
+    ['numpy', 'int']
   """
   leaves, treedef = jax.tree_util.tree_flatten(tree)
   arrays: dict[str, np.ndarray] = {}
@@ -106,7 +116,9 @@ def decode_tree(template: Any, arrays: dict[str, np.ndarray], spec: dict[str, An
       differs from the saved one.
 
   Example:
-    >>> tree = decode_tree(template, *encode_tree(tree))
+    >>> tree = {"a": np.arange(3), "n": 4}
+    >>> decode_tree({"a": np.zeros(3, int), "n": 0}, *encode_tree(tree))
+    {'a': array([0, 1, 2]), 'n': 4}
   """
   leaves, treedef = jax.tree_util.tree_flatten(template)
   if str(treedef) != spec["treedef"] or len(leaves) != len(spec["leaves"]):
@@ -151,8 +163,13 @@ class SearchCheckpointer:
     keep: how many of the latest checkpoints to keep (>= 1).
 
   Example:
-    >>> ckpt = SearchCheckpointer(workdir / "checkpoints", fingerprint=fp)
-    >>> ckpt.save(3, {"strategy": s, "evaluator": e}, {"round": 3})
+    >>> ckpt = SearchCheckpointer("workdir/checkpoints", fingerprint="fp", keep=2)
+    >>> for step in (1, 2, 3):
+    ...   ckpt.save(step, {"strategy": {"round": step}}, {"round": step})
+    >>> ckpt.steps()  # the last two
+    [2, 3]
+    >>> ckpt.restore({"strategy": {"round": 0}}, step=2)
+    ({'strategy': {'round': 2}}, {'round': 2})
   """
 
   def __init__(self, directory: str | os.PathLike, fingerprint: str, keep: int = 2):
