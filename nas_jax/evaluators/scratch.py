@@ -24,12 +24,13 @@ search-time settings. The runner passes its loaded data and a workdir.
 Example:
     >>> from nas_jax.spaces import get_space
     >>> space = get_space("nb201")
-    >>> evaluator = ScratchEvaluator(space, {"dataset": "digits", "epochs": 1, "init_channels": 4,
-    ...                                      "layers": 1})
+    >>> evaluator = ScratchEvaluator(space, {"dataset": "digits", "train_size": 64, "epochs": 1,
+    ...                                      "batch_size": 32, "init_channels": 4, "layers": 1})
     >>> result, _ = evaluator.evaluate(evaluator.init(jax.random.key(0)), np.array([[3, 1, 2, 0, 4, 3]]),
     ...                                jax.random.key(1))
-    >>> result.info[0]["curve"][-1]["valid_acc"] == result.scores[0]
-    True
+    >>> curve = result.info[0]["curve"]  # one entry per epoch
+    >>> len(curve), bool(curve[-1]["valid_acc"] == result.scores[0]), bool(0 <= result.scores[0] <= 100)
+    (1, True, True)
 """
 from __future__ import annotations
 

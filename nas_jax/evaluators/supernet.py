@@ -19,10 +19,20 @@ The supernet is the ``supernet`` of the space's network family
 ``nasnet`` and ``nb201`` families have one.
 
 Example:
-    >>> evaluator = SupernetEvaluator(space, {"dataset": "digits", "steps_per_round": 20})
+    >>> from nas_jax.spaces import get_space
+    >>> space = get_space("nb201")
+    >>> evaluator = SupernetEvaluator(space, {"dataset": "digits", "train_size": 64, "batch_size": 32,
+    ...                                       "init_channels": 4, "layers": 1, "steps_per_round": 20})
     >>> ev_state = evaluator.init(jax.random.key(0))
-    >>> result, ev_state = evaluator.evaluate(ev_state, archs, jax.random.key(1))
-    >>> result.scores  # validation-batch accuracy (%) of each arch under shared weights
+    >>> sorted(ev_state), sorted(ev_state["net"])
+    (['data_epoch', 'data_step', 'net'], ['batch_stats', 'opt_state', 'params', 'step'])
+
+  Then each round (not run here: compiling the supernet's train step takes
+  about 20 s on a 2-core CPU)::
+
+    archs = np.stack([space.sample(k) for k in jax.random.split(jax.random.key(1), 3)])
+    result, ev_state = evaluator.evaluate(ev_state, archs, jax.random.key(2))
+    result.scores  # validation-batch accuracy (%) of each arch under shared weights
 """
 from __future__ import annotations
 
