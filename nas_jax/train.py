@@ -32,12 +32,15 @@ Example:
     >>> from nas_jax.data import load_dataset
     >>> from nas_jax.spaces import get_space
     >>> space = get_space("nb201")
-    >>> ds = load_dataset("digits")
+    >>> ds = load_dataset("digits", train_size=64)
+    >>> config = {"epochs": 3, "batch_size": 32, "init_channels": 4, "layers": 1}
     >>> stop_at_1 = lambda epoch, entry: "enough" if epoch >= 1 else None
-    >>> result = train_child(space, [3, 1, 2, 0, 4, 3], ds, {"epochs": 3, "init_channels": 4, "layers": 1},
-    ...                      jax.random.key(0), callbacks=[stop_at_1])
-    >>> len(result["curve"]), result["stopped"]
-    (1, {'epoch': 1, 'reason': 'enough'})
+    >>> result = train_child(space, [3, 1, 2, 0, 4, 3], ds, config, jax.random.key(0),
+    ...                      callbacks=[stop_at_1])
+    >>> len(result["curve"]), result["stopped"], result["steps_per_epoch"]
+    (1, {'epoch': 1, 'reason': 'enough'}, 2)
+    >>> sorted(result["curve"][0])
+    ['drop_prob', 'epoch', 'lr', 'seconds', 'train_acc', 'train_loss', 'valid_acc', 'valid_loss']
 """
 from __future__ import annotations
 

@@ -21,9 +21,11 @@ state is reset at every epoch and so never checkpointed).
 Example:
     >>> from nas_jax import tasks
     >>> task = tasks.get_task("images")
-    >>> data = task.load("digits")
-    >>> task.score(97.5)
-    97.5
+    >>> data = task.load("digits", train_size=64)
+    >>> task.accepts(data), task.metric, task.score(97.5)
+    (True, 'valid_acc', 97.5)
+    >>> tasks.get_task("language_model").score(80.0)  # 80 / perplexity
+    1.0
 """
 from __future__ import annotations
 

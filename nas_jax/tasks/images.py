@@ -22,10 +22,12 @@ batch 96, C=36, 20 layers, auxiliary, drop-path 0.2, cutout 16).
 
 Example:
     >>> task = ImageClassification()
-    >>> data = task.load("digits")
-    >>> cfg = task.resolve_train_config({"epochs": 2})
-    >>> cfg["lr"], task.metric
-    (0.025, 'valid_acc')
+    >>> data = task.load("digits", train_size=64)
+    >>> cfg = task.resolve_train_config({"epochs": 2, "batch_size": 32})
+    >>> cfg["lr"], task.metric, task.num_train_steps(data, cfg)
+    (0.025, 'valid_acc', 2)
+    >>> task.network_kwargs(data), task.dummy_input(data).shape
+    ({'num_classes': 10}, (1, 8, 8, 1))
 """
 from __future__ import annotations
 
@@ -106,6 +108,10 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
   Example:
     >>> resolve_config({"epochs": 3})["epochs"]
     3
+    >>> resolve_config({"epoch": 3})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown training config keys ['epoch']; known: [...]
   """
   config = dict(config or {})
   unknown = sorted(set(config) - set(DEFAULT_CONFIG))
@@ -151,8 +157,9 @@ def cosine_lr(epoch: int, cfg: dict[str, Any]) -> float:
   as in DARTS/NAO (``CosineAnnealingLR(T_max=epochs)``).
 
   Example:
-    >>> cosine_lr(0, {"lr": 0.1, "lr_min": 0.0, "epochs": 10})
-    0.1
+    >>> cfg = {"lr": 0.1, "lr_min": 0.0, "epochs": 10}
+    >>> cosine_lr(0, cfg), cosine_lr(5, cfg), cosine_lr(10, cfg)
+    (0.1, 0.05, 0.0)
   """
   return cfg["lr_min"] + 0.5 * (cfg["lr"] - cfg["lr_min"]) * (
       1.0 + math.cos(math.pi * epoch / cfg["epochs"]))
