@@ -291,7 +291,10 @@ def load_config_file(path: str | os.PathLike, *args: Any) -> dict[str, Any]:
       a result that is not a dict.
 
   Example:
-    >>> cfg = load_config_file("experiments/configs/default.py")
+    >>> with open("my_config.py", "w") as f:
+    ...   _ = f.write("def get_config():\\n  return {'space': 'nb201', 'budget': 20}\\n")
+    >>> load_config_file("my_config.py")
+    {'space': 'nb201', 'budget': 20}
   """
   import importlib.util  # pylint: disable=import-outside-toplevel
   path = pathlib.Path(path)

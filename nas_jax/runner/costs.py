@@ -14,10 +14,11 @@ family may provide a closed form (``family.cost``, or the ``ANALYTIC`` table
 here), tested equal to the traced count.
 
 Example:
+    >>> from nas_jax.spaces import get_space
     >>> model = CostModel(get_space("nb201"), {"num_classes": 10, "init_channels": 16, "layers": 5},
     ...                   input_shape=(32, 32, 3))
-    >>> model([[3, 3, 3, 3, 3, 3]])["params"][0]
-    1531546
+    >>> model([[3, 3, 3, 3, 3, 3], [0, 0, 0, 0, 0, 0]])  # NAS-Bench-201's CIFAR-10 network
+    {'flops': array([2.2011968e+08, 7.7830400e+06]), 'params': array([1531546.,   73306.])}
 """
 from __future__ import annotations
 

@@ -40,11 +40,20 @@ Search-time scores are called ``search_score`` everywhere; accuracies after
 final training (or the benchmark's test accuracy) ``final_test_acc``.
 
 Example:
+    Random search over the NAS-Bench-201 table (a few seconds; the default
+    ``nasnet`` space trains a supernet and then the best cell, which takes
+    minutes):
+
+    >>> import os
     >>> from nas_jax import runner
-    >>> config = runner.default_config()
-    >>> config["strategy"] = {"name": "random"}
+    >>> config = runner.merge(runner.default_config(), {"space": "nb201", "budget": 10})
     >>> result = runner.run_experiment(config, "runs/demo", quiet=True)
-    >>> result["best_search_score"], result["final_test_acc"]
+    >>> result["num_evaluations"], result["evaluator"], result["final_source"]
+    (10, 'tabular', 'tabular evaluator report')
+    >>> result["best_arch_id"], result["best_search_score"], result["final_test_acc"]
+    ('nb201:2.2.3.3.3.1', 89.416, 93.07)
+    >>> sorted(os.listdir("runs/demo"))
+    ['best_arch.json', 'checkpoints', 'config.json', 'history.jsonl', 'pareto.png', 'result.json', 'run.log', 'search.png']
 """
 from __future__ import annotations
 

@@ -9,8 +9,23 @@ the same seed, data and ``final`` settings it reproduces the search's
 ``final_test_acc``.
 
 Example:
-    >>> out = retrain("runs/x/best_arch.json", config, "runs/x/retrain")
-    >>> out["final_test_acc"]
+    >>> import json
+    >>> from nas_jax import runner
+    >>> from nas_jax.spaces import get_space
+    >>> with open("best_arch.json", "w") as f:  # what a search writes
+    ...   json.dump({"space": "nb201", "genotype": get_space("nb201").to_genotype([3, 1, 2, 0, 4, 3])}, f)
+    >>> space, arch, record = load_arch_file("best_arch.json")
+    >>> space.name, arch
+    ('nb201', array([3, 1, 2, 0, 4, 3], dtype=int32))
+
+  Retraining it (not run here: it compiles and trains a network, about 30 s
+  even this small)::
+
+    config = runner.merge(runner.default_config(), {
+        "space": "nb201", "data": {"train_size": 64},
+        "final": {"epochs": 1, "batch_size": 32, "init_channels": 4, "layers": 1}})
+    out = retrain("best_arch.json", config, "retrain", quiet=True)
+    out["final_test_acc"]  # also in retrain/retrain.json, with final_curve.png
 """
 from __future__ import annotations
 

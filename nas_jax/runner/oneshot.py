@@ -17,8 +17,13 @@ seconds, also in the middle of an epoch, and at the end of every epoch; keys
 are functions of (epoch, step), so a run killed at any point and resumed
 writes the same history as an uninterrupted one.
 
-Example:
-    >>> records = run_oneshot(ctx, method, k_strategy, k_search)  # inside run_experiment
+``run_oneshot(ctx, method, k_strategy, k_search)`` is called by
+``run_experiment`` when the strategy is a one-shot method (not run here:
+compiling a relaxed supernet takes tens of seconds)::
+
+    config = runner.merge(runner.default_config(), {
+        "space": "nb201", "strategy": {"name": "darts"}, "budget": 1})  # budget in epochs
+    result = runner.run_experiment(config, "runs/darts", quiet=True)
 """
 from __future__ import annotations
 

@@ -18,8 +18,23 @@ can be avoided:
    the pending lines are recomputed, and the console says how many and why.
    The one-shot loop recomputes its pending epochs likewise.
 
+``restore(ctx, template, fresh_meta)`` is called by ``run_experiment``;
+rerunning an experiment in its workdir is all it takes.
+
 Example:
-    >>> state, meta, records, pending = restore(ctx, template, fresh_meta)
+    A run whose history was cut by a kill after 6 lines, rerun:
+
+    >>> from nas_jax import runner
+    >>> config = runner.merge(runner.default_config(), {"space": "nb201", "budget": 10})
+    >>> first = runner.run_experiment(config, "runs/demo", quiet=True)
+    >>> lines = open("runs/demo/history.jsonl").readlines()
+    >>> with open("runs/demo/history.jsonl", "w") as f:
+    ...   _ = f.write("".join(lines[:6]) + '{"index": 6, "rou')  # a line cut mid-write
+    >>> again = runner.run_experiment(config, "runs/demo", quiet=True)  # 6 lines replayed, 4 asked
+    >>> runner.strip_wall_clock(again) == runner.strip_wall_clock(first)
+    True
+    >>> len(open("runs/demo/history.jsonl").readlines())
+    10
 """
 from __future__ import annotations
 

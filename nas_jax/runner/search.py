@@ -20,9 +20,19 @@ run killed at any point (SIGKILL included) and resumed writes the same history
 as an uninterrupted one.
 
 Example:
-    >>> rnd = search_round(strategy, evaluator, space, s_state, e_state, k_search, 0, remaining=10)
-    >>> rnd.archs.shape[0] <= 10, rnd.scores.shape == (len(rnd.archs),)
-    (True, True)
+    >>> from nas_jax.registry import get_evaluator, get_space, get_strategy
+    >>> space = get_space("nb201")
+    >>> strategy = get_strategy("random")(space, {"batch_size": 4})
+    >>> evaluator = get_evaluator("tabular")(space, {"noisy": False})
+    >>> s_state, e_state = strategy.init(jax.random.key(0)), evaluator.init(jax.random.key(1))
+    >>> rnd = search_round(strategy, evaluator, space, s_state, e_state, jax.random.key(2), 0,
+    ...                    remaining=3)  # asks 4, evaluates and tells the first 3
+    >>> rnd.archs
+    array([[4, 2, 0, 0, 3, 0],
+           [3, 4, 0, 2, 4, 0],
+           [1, 2, 2, 1, 4, 0]], dtype=int32)
+    >>> rnd.scores
+    array([79.924, 88.368, 78.886])
 """
 from __future__ import annotations
 

@@ -7,10 +7,12 @@ writes a file atomically; ``log_to(workdir)`` sends the library's log to
 ``run.log`` for the duration of a run.
 
 Example:
-    >>> history = History(pathlib.Path("/tmp/h.jsonl"))
-    >>> history.append([{"index": 0, "search_score": 1.0}])
-    >>> history.reconcile(1)
+    >>> history = History(pathlib.Path("history.jsonl"))
+    >>> history.append([{"index": 0, "search_score": 1.0}, {"index": 1, "search_score": 2.0}])
+    >>> history.reconcile(1)  # a checkpoint covers one line: the rest is cut off
     [{'index': 0, 'search_score': 1.0}]
+    >>> history.read()
+    ([{'index': 0, 'search_score': 1.0}], None)
 """
 from __future__ import annotations
 
