@@ -208,6 +208,9 @@ def test_toy_alpha_moves_to_the_best_op(order):
   assert good["search_score"] > bad["search_score"] + 20
   assert set(good) == {"search_score", "valid_acc", "valid_loss", "supernet_valid_acc", "supernet_valid_loss"}
   assert m._evaluate._cache_size() == 1  # pylint: disable=protected-access
+  m.one_hot_weights = lambda arch: m.op_weights(s)  # scoring the mixture itself: the two numbers agree
+  same = m.score(s, [2], jax.random.key(0))
+  assert same["search_score"] == same["supernet_valid_acc"] == good["supernet_valid_acc"]
 
 
 def test_same_key_same_state_and_resume_equals_uninterrupted(tmp_path):

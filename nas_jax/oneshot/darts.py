@@ -74,7 +74,9 @@ State (a pytree of arrays and scalars, checkpointed by the runner)::
 Batches are pure functions of ``(seed, epoch, step)`` (``epoch_batches``), the
 seeds drawn from ``init``'s key; the training and validation streams each
 advance through their own epochs, so a run resumed from any saved state sees
-exactly the batches an uninterrupted run would. Both streams are augmented
+exactly the batches an uninterrupted run would. (With ``steps_per_epoch``
+capping the search epoch below a pass over the data, the streams simply
+continue where they stopped: no image repeats before all were seen.) Both streams are augmented
 (pad-crop and flip where the data allows it, no cutout): DARTS and
 NAS-Bench-201 draw the architecture batches from CIFAR-10's training set with
 the training transform. Batch norm runs with batch statistics during the
