@@ -288,3 +288,11 @@ def test_nb201_family_steps():
   assert np.isfinite(metrics["train_loss"])
   assert not np.allclose(np.asarray(s["alpha"]), np.asarray(s0["alpha"]))
   assert m.derive(s).shape == (6,)
+
+
+def test_relaxation_without_one_hot_fails_at_construction():
+  class NoOneHot(ToyRelaxation):
+    def weights_shape(self, config):
+      return (2, 1, 3)  # not one op per edge of ToySpace's (1,) architectures
+  with pytest.raises(ValueError, match="no one_hot_weights"):
+    DARTS(ToySpace(), {}, data=_DATA, continuous=NoOneHot())

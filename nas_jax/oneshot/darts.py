@@ -289,6 +289,12 @@ class DARTS(OneShotMethod):
       fields["layers"] = self.hparams["layers"]
     self.net_config = continuous.config(**{**fields, **cfg["network"]})
     self.alpha_shape = _tree_of_shapes(continuous.weights_shape(self.net_config))
+    one_op_per_edge = (_is_shape(self.alpha_shape) and len(self.alpha_shape) == 2
+                       and tuple(space.arch_shape) == self.alpha_shape[:1])
+    if not hasattr(continuous, "one_hot_weights") and not one_op_per_edge:  # fail before any compile
+      raise ValueError(f"the continuous relaxation of space {space.name!r} has no one_hot_weights and its "
+                       "architecture is not one op per edge, so score() cannot weigh a derived architecture; "
+                       "add one_hot_weights(arch) to the family")
     self._search_step: Callable | None = None
     self._evaluate: Callable | None = None
     self._arch_gradient: Callable | None = None
@@ -477,10 +483,8 @@ class DARTS(OneShotMethod):
       w = fn(arch, self.net_config) if takes_config else fn(arch)
     elif _is_shape(self.alpha_shape) and len(self.alpha_shape) == 2 and arch.shape == self.alpha_shape[:1]:
       w = np.eye(self.alpha_shape[1], dtype=np.float32)[arch]  # one op per edge (nb201)
-    else:
-      raise ValueError(f"the continuous relaxation of space {self.space.name!r} has no one_hot_weights "
-                       "and its architecture is not one op per edge; add one_hot_weights(arch, config) "
-                       "to the family")
+    else:  # checked in __init__
+      raise ValueError(f"the continuous relaxation of space {self.space.name!r} has no one_hot_weights")
     w = jax.tree.map(lambda a: np.asarray(a, np.float32), w)
     shapes = jax.tree.map(lambda a: a.shape, w)
     if shapes != self.alpha_shape:
