@@ -24,15 +24,21 @@ step is a pure function of explicit arrays. Compiled functions are cached per
 not compile again.
 
 Example:
+    >>> from nas_jax.spaces import get_space
     >>> space = get_space("nb201")
     >>> model = NAOModel(space)
-    >>> params, opt_state = model.init(jax.random.key(0))
-    >>> tokens = jax.vmap(lambda k: space.to_tokens(space.sample(k)))(
-    ...     jax.random.split(jax.random.key(1), 100))
-    >>> params, opt_state, metrics = model.fit(
-    ...     params, opt_state, jax.random.key(2), tokens, jnp.linspace(0, 1, 100),
-    ...     100, 50)
-    >>> new = model.ascend(params, tokens[:10], model.etas())  # [10, S, L]
+    >>> model.settings.hidden_size, model.etas(3)
+    (64, Array([1., 2., 3.], dtype=float32))
+
+  Training and the ascent (not run here: compiling ``init`` and ``fit`` takes
+  about 20 s of CPU)::
+
+    params, opt_state = model.init(jax.random.key(0))
+    tokens = jax.vmap(lambda k: space.to_tokens(space.sample(k)))(
+        jax.random.split(jax.random.key(1), 100))
+    params, opt_state, metrics = model.fit(
+        params, opt_state, jax.random.key(2), tokens, jnp.linspace(0, 1, 100), 100, 50)
+    new = model.ascend(params, tokens[:10], model.etas())  # [10, S, L]
 """
 from __future__ import annotations
 
@@ -311,8 +317,13 @@ class NAOModel:
     **settings: fields of ``NAOSettings``; unknown names raise ``ValueError``.
 
   Example:
-    >>> model = NAOModel(get_space("nb201"), hidden_size=32)
-    >>> params, opt_state = model.init(jax.random.key(0))
+    >>> from nas_jax.spaces import get_space
+    >>> NAOModel(get_space("nb201"), hidden_size=32).settings.hidden_size
+    32
+    >>> NAOModel(get_space("nb201"), hidden=32)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown NAO model setting(s) ['hidden']; allowed: [...]
   """
 
   def __init__(self, space: SearchSpace, **settings: Any):

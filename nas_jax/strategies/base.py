@@ -6,10 +6,14 @@ scalars, so the experiment loop checkpoints it with orbax and a resumed search
 continues bit for bit.
 
 Example:
+    >>> from nas_jax.registry import get_space, get_strategy
+    >>> space = get_space("nb201")
     >>> strategy = get_strategy("random")(space, {"batch_size": 4})
     >>> state = strategy.init(jax.random.key(0))
     >>> archs, state = strategy.ask(state, jax.random.key(1))
-    >>> state = strategy.tell(state, archs, np.zeros(len(archs)))
+    >>> archs.shape, archs.dtype
+    ((4, 6), dtype('int32'))
+    >>> state = strategy.tell(state, archs, np.array([90.1, 85.0, 70.2, -np.inf]))  # -inf: failed
 """
 from __future__ import annotations
 

@@ -15,10 +15,23 @@ paper's REA baseline (``scripts-search/NAS-Bench-201-algos/R-EA.sh``:
 baseline in the data README.
 
 Example:
-    >>> strategy = RegularizedEvolution(get_space("nb201"), {"population_size": 10})
+    The first ``population_size`` asks are random; after that each child is a
+    one-edit mutation of the best of ``sample_size`` random members:
+
+    >>> from nas_jax.spaces import get_space
+    >>> strategy = RegularizedEvolution(get_space("nb201"), {"population_size": 3, "sample_size": 2})
     >>> state = strategy.init(jax.random.key(0))
-    >>> archs, state = strategy.ask(state, jax.random.key(1))
-    >>> state = strategy.tell(state, archs, np.array([91.2]))
+    >>> for r in range(5):
+    ...   archs, state = strategy.ask(state, jax.random.fold_in(jax.random.key(1), r))
+    ...   state = strategy.tell(state, archs, np.array([80.0 + r]))
+    ...   print(archs[0])
+    [2 1 0 4 1 0]
+    [4 1 0 4 2 4]
+    [2 3 3 1 3 0]
+    [2 4 3 1 3 0]
+    [2 3 2 1 3 0]
+    >>> state["pop_archs"].shape, int(state["num_told"])
+    ((3, 6), 5)
 """
 from __future__ import annotations
 
@@ -68,7 +81,9 @@ class RegularizedEvolution(Strategy):
       default 1).
 
   Example:
-    >>> strategy = RegularizedEvolution(space, {"sample_size": 5})
+    >>> from nas_jax.spaces import get_space
+    >>> RegularizedEvolution(get_space("nb201"), {"sample_size": 5}).config
+    {'population_size': 10, 'sample_size': 5, 'batch_size': 1}
   """
 
   name = "evolution"

@@ -35,11 +35,18 @@ and their latest scores, counters, the pool, the NAO parameters and Adam
 state), so the experiment loop checkpoints it with orbax and resumes exactly.
 
 Example:
+    >>> from nas_jax.spaces import get_space
     >>> strategy = NAO(get_space("nb201"), {"init_pool": 20, "new_per_round": 10})
-    >>> state = strategy.init(jax.random.key(0))
-    >>> archs, state = strategy.ask(state, jax.random.key(1))   # 20 random
-    >>> state = strategy.tell(state, archs, scores)
-    >>> archs, state = strategy.ask(state, jax.random.key(2))   # 10 from the ascent
+    >>> strategy.config["top_k"], strategy.config["targets"]
+    (10, 'rank')
+
+  The loop (not run here: compiling the model's init, training and ascent
+  takes about 20 s of CPU)::
+
+    state = strategy.init(jax.random.key(0))
+    archs, state = strategy.ask(state, jax.random.key(1))   # 20 random
+    state = strategy.tell(state, archs, scores)
+    archs, state = strategy.ask(state, jax.random.key(2))   # 10 from the ascent
 """
 from __future__ import annotations
 
@@ -107,7 +114,10 @@ class NAO(Strategy):
     config: settings, see ``default_config`` (each with its source).
 
   Example:
-    >>> strategy = NAO(get_space("nasnet"), {"reevaluate_pool": True})
+    >>> from nas_jax.spaces import get_space
+    >>> strategy = NAO(get_space("nasnet"), {"reevaluate_pool": True})  # NAO-WS
+    >>> strategy.config["init_pool"], strategy.config["reevaluate_pool"]
+    (10, True)
   """
 
   name = "nao"

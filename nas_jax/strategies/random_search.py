@@ -12,12 +12,16 @@ The module also holds small helpers the other baseline strategies share
 (config checks, jitted samplers, ``tell`` argument checks).
 
 Example:
+    >>> from nas_jax.spaces import get_space
     >>> space = get_space("nb201")
     >>> strategy = RandomSearch(space, {"batch_size": 4})
     >>> state = strategy.init(jax.random.key(0))
     >>> archs, state = strategy.ask(state, jax.random.key(1))
-    >>> archs.shape
-    (4, 6)
+    >>> archs
+    array([[4, 2, 2, 2, 4, 3],
+           [3, 4, 3, 0, 2, 0],
+           [0, 4, 3, 4, 0, 1],
+           [1, 2, 3, 0, 4, 4]], dtype=int32)
     >>> state = strategy.tell(state, archs, np.array([90.1, 85.0, 70.2, 91.3]))
 """
 from __future__ import annotations
@@ -42,6 +46,10 @@ def check_int(config: dict[str, Any], name: str, strategy: str, low: int,
   Example:
     >>> check_int({"batch_size": 2}, "batch_size", "random", 1)
     2
+    >>> check_int({"batch_size": 0}, "batch_size", "random", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: random setting batch_size=0 is out of range; use >= 1
   """
   value = config[name]
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -123,8 +131,13 @@ class RandomSearch(Strategy):
       default 100), ``history_capacity`` (asked archs remembered, default 4096).
 
   Example:
-    >>> strategy = RandomSearch(space)
+    >>> from nas_jax.spaces import get_space
+    >>> strategy = RandomSearch(get_space("nb201"))
+    >>> strategy.config
+    {'batch_size': 1, 'dedupe': True, 'max_retries': 100, 'history_capacity': 4096}
     >>> archs, state = strategy.ask(strategy.init(jax.random.key(0)), jax.random.key(1))
+    >>> archs.shape
+    (1, 6)
   """
 
   name = "random"

@@ -25,10 +25,19 @@ Defaults and their sources:
 - reward: the search score as told (validation accuracy in %).
 
 Example:
-    >>> strategy = Reinforce(get_space("nb201"))
+    >>> from nas_jax.spaces import get_space
+    >>> strategy = Reinforce(get_space("nb201"), {"learning_rate": 0.05})
     >>> state = strategy.init(jax.random.key(0))
+    >>> strategy.probs(state)[0].round(2)  # edge 0: token 0 is never drawn, the 5 ops near uniform
+    array([0. , 0.2, 0.2, 0.2, 0.2, 0.2], dtype=float32)
     >>> archs, state = strategy.ask(state, jax.random.key(1))
+    >>> archs
+    array([[3, 0, 3, 4, 1, 4]], dtype=int32)
     >>> state = strategy.tell(state, archs, np.array([88.0]))
+    >>> archs, state = strategy.ask(state, jax.random.key(2))
+    >>> state = strategy.tell(state, archs, np.array([60.0]))  # below the baseline
+    >>> archs[0, 0], strategy.probs(state)[0].round(3)  # its op on edge 0 became rarer
+    (np.int32(0), array([0.   , 0.189, 0.203, 0.203, 0.203, 0.203], dtype=float32))
 """
 from __future__ import annotations
 
@@ -93,7 +102,9 @@ class Reinforce(Strategy):
       update, in order).
 
   Example:
-    >>> strategy = Reinforce(space, {"learning_rate": 0.05})
+    >>> from nas_jax.spaces import get_space
+    >>> Reinforce(get_space("nb201"), {"learning_rate": 0.05}).config
+    {'learning_rate': 0.05, 'ema_momentum': 0.9, 'batch_size': 1}
   """
 
   name = "reinforce"
