@@ -12,12 +12,22 @@ space's package ``nas_jax.networks.<space>`` defines its family as the module
 attribute ``FAMILY``; it is imported on first use.
 
 Example:
-    >>> fam = family("nasnet")
-    >>> cfg = fam.supernet.config(num_classes=10, init_channels=16, layers=8)
-    >>> params, stats = fam.supernet.init(jax.random.key(0), cfg, (32, 32, 3))
-    >>> model = build_child(space, arch, num_classes=10, init_channels=16, layers=8)
-    >>> variables = model.init({"params": key}, x, train=False)
-    >>> logits, aux_logits = model.apply(variables, x, train=False)
+    >>> from nas_jax.spaces import get_space
+    >>> fam = family("nb201")
+    >>> cfg = fam.supernet.config(num_classes=10, init_channels=4, layers=1)
+    >>> params, stats = fam.supernet.init(jax.random.key(0), cfg, (8, 8, 1))
+    >>> sum(p.size for p in jax.tree_util.tree_leaves(params))  # every op of every edge
+    25654
+    >>> arch = [3, 1, 2, 0, 4, 3]
+    >>> model = build_child(get_space("nb201"), arch, num_classes=10, init_channels=4, layers=1)
+    >>> variables = fam.supernet.child_variables(arch, params, stats, cfg)  # the child's share
+    >>> sum(p.size for p in jax.tree_util.tree_leaves(variables["params"]))
+    11374
+    >>> sorted(variables["params"]["block_0"])  # the cell's convolutions: edges 0, 2 and 5
+    ['e0', 'e2', 'e5']
+
+  ``model.apply(variables, x, train=False)`` then computes what the supernet
+  computes for ``arch`` (``nas_jax.networks.nb201.child`` runs a child).
 """
 from __future__ import annotations
 
@@ -92,7 +102,7 @@ def served_tasks(space_name: str) -> tuple[str, ...] | None:
   """The tasks the networks of ``space_name`` serve, or None when unknown.
 
   Example:
-    >>> served_tasks("rnn")
-    ('language_model',)
+    >>> served_tasks("rnn"), served_tasks("nb201")
+    (('language_model',), ('images',))
   """
   return SERVED_TASKS.get(space_name)

@@ -10,11 +10,26 @@ objects (``nas_jax.networks.base.WeightSharing``), ``config_from_fields`` the
 shared ``config(**fields)``.
 
 Example:
-    >>> apply = functools.partial(nasnet.supernet_apply, config=cfg)
-    >>> tx = default_optimizer(0.05)
-    >>> state = init_train_state(params, stats, tx)
-    >>> state, metrics = make_train_step(apply, tx)(state, arch, (x, y), key)
-    >>> acc, loss = make_eval_archs(apply, arch_rank=3)(state["params"], state["batch_stats"], archs, x, y)
+    A toy supernet (``arch[0]`` picks one of three linear classifiers) shows
+    the contract; a space's ``supernet_apply`` (e.g.
+    ``functools.partial(nasnet.supernet_apply, config=cfg)``) goes in its place:
+
+    >>> def apply(params, batch_stats, arch, x, train, **unused):
+    ...   return x.reshape(len(x), -1) @ params["w"][arch[0]], batch_stats
+    >>> tx = default_optimizer(0.01)
+    >>> state = init_train_state({"w": jnp.zeros((3, 64, 10))}, {}, tx)
+    >>> x, y = jnp.ones((4, 8, 8, 1)), jnp.array([1, 1, 1, 1])
+    >>> train_step = make_train_step(apply, tx)
+    >>> state, metrics = train_step(state, jnp.array([2]), (x, y), jax.random.key(0))
+    >>> float(metrics["loss"])  # log(10): all-zero weights
+    2.302585...
+    >>> state, metrics = train_step(state, jnp.array([0]), (x, y), jax.random.key(1))
+    >>> train_step._cache_size()  # one compilation for every architecture
+    1
+    >>> acc, loss = make_eval_archs(apply, arch_rank=1)(state["params"], state["batch_stats"],
+    ...                                                 jnp.array([[0], [1], [2]]), x, y)
+    >>> acc  # the trained maps 0 and 2 predict class 1; map 1 is untouched (ties: class 0)
+    Array([1., 0., 1.], dtype=float32)
 """
 from __future__ import annotations
 
@@ -84,8 +99,18 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformation, *, don
     drop-path masks, ``acc`` is in [0, 1].
 
   Example:
+    >>> import optax
+    >>> def apply(params, batch_stats, arch, x, train, rng=None, drop_prob=0.0):
+    ...   print("drop_prob traced:", isinstance(drop_prob, jax.core.Tracer))
+    ...   return x @ params["w"][arch[0]], batch_stats
+    >>> tx = default_optimizer(0.01)
     >>> step = make_train_step(apply, tx, drop_path=optax.linear_schedule(0.0, 0.3, 10_000))
-    >>> state, metrics = step(state, arch, (x, y), jax.random.key(0))
+    >>> state = init_train_state({"w": jnp.zeros((2, 3, 4))}, {}, tx)
+    >>> state, metrics = step(state, jnp.array([1]), (jnp.ones((2, 3)), jnp.array([0, 1])),
+    ...                       jax.random.key(0))
+    drop_prob traced: True
+    >>> sorted(metrics), int(state["step"])
+    (['acc', 'loss'], 1)
   """
   schedule = _drop_path_schedule(drop_path)
 
@@ -142,8 +167,13 @@ def config_from_fields(config_class: type, fields: dict[str, Any]) -> Any:
   """``config_class(**fields)``, with unknown fields rejected in one line.
 
   Example:
+    >>> from nas_jax.networks import nasnet
     >>> config_from_fields(nasnet.SupernetConfig, {"init_channels": 8})
     SupernetConfig(num_classes=10, init_channels=8, layers=8, num_nodes=5, stem_multiplier=3)
+    >>> config_from_fields(nasnet.SupernetConfig, {"channels": 8})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown nas_jax.networks.nasnet.common.SupernetConfig field(s) ['channels']; known: [...]
   """
   known = [f.name for f in dataclasses.fields(config_class)]
   unknown = sorted(set(fields) - set(known))

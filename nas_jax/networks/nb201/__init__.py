@@ -33,11 +33,13 @@ Their public names are re-exported here, and ``FAMILY`` is the family object
 Example:
     >>> from nas_jax.spaces import get_space
     >>> space = get_space("nb201")
+    >>> FAMILY.tasks, FAMILY.supernet.config(init_channels=4, layers=1)
+    (('images',), SupernetConfig(num_classes=10, init_channels=4, layers=1, num_nodes=4))
+    >>> FAMILY.continuous.weights_shape(), FAMILY.continuous.op_names[3]
+    ((6, 5), 'nor_conv_3x3')
     >>> model = FAMILY.build_child(space, [3, 1, 2, 0, 4, 3], num_classes=10, init_channels=4, layers=1)
-    >>> variables = model.init({"params": jax.random.key(0)}, jnp.zeros((2, 8, 8, 3)), train=False)
-    >>> logits, aux = model.apply(variables, jnp.zeros((2, 8, 8, 3)), train=False)
-    >>> logits.shape, aux
-    ((2, 10), None)
+    >>> model.arch, model.layers
+    ((3, 1, 2, 0, 4, 3), 1)
 """
 from __future__ import annotations
 

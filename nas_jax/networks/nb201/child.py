@@ -8,10 +8,13 @@ that computes exactly the supernet's function for its architecture.
 Example:
     >>> from nas_jax.spaces import get_space
     >>> model = build_child(get_space("nb201"), [3, 1, 2, 0, 4, 3], num_classes=10, init_channels=4, layers=1)
-    >>> variables = model.init({"params": jax.random.key(0)}, jnp.zeros((2, 8, 8, 3)), train=False)
-    >>> logits, aux = model.apply(variables, jnp.zeros((2, 8, 8, 3)), train=False)
+    >>> x = jnp.zeros((2, 8, 8, 3))
+    >>> variables = model.init({"params": jax.random.key(0)}, x, train=False)
+    >>> logits, aux = model.apply(variables, x, train=False)
     >>> logits.shape, aux
     ((2, 10), None)
+    >>> sorted(variables["params"]["block_0"])  # only the useful conv edges have weights
+    ['e0', 'e2', 'e5']
 """
 from __future__ import annotations
 
@@ -118,6 +121,10 @@ def build_child(space: Any, arch: Any, *, num_classes: int, init_channels: int =
   Example:
     >>> from nas_jax.spaces import get_space
     >>> model = build_child(get_space("nb201"), [3] * 6, num_classes=10, init_channels=4, layers=1)
+    >>> build_child(get_space("nb201"), [3] * 5, num_classes=10)
+    Traceback (most recent call last):
+    ...
+    ValueError: nb201 arch has shape (5,); expected (6,)...
   """
   del auxiliary, unused
   a = space.validate(arch) if hasattr(space, "validate") else np.asarray(arch, np.int32)

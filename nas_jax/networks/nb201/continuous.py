@@ -28,11 +28,17 @@ fields True the network has exactly the supernet's parameters and statistics.
 (NAS-Bench-201's ``genotype()``).
 
 Example:
-    >>> cfg = ContinuousConfig(num_classes=10, init_channels=16, layers=5)
-    >>> params, stats = init(jax.random.key(0), cfg, (32, 32, 3))
+    >>> cfg = ContinuousConfig(num_classes=10, init_channels=4, layers=1)
+    >>> params, stats = init(jax.random.key(0), cfg, (8, 8, 1))
     >>> alpha = 1e-3 * jax.random.normal(jax.random.key(1), (6, 5))
-    >>> logits, stats = apply(params, stats, jax.nn.softmax(alpha, -1), x, config=cfg, train=True)
-    >>> arch = derive(alpha)  # int32[6]
+    >>> derive(alpha)  # arg-max op per edge
+    array([4, 1, 4, 1, 3, 1], dtype=int32)
+
+  The forward pass (not run here: it compiles for a few seconds) is
+  differentiable in the weights::
+
+    x = jnp.ones((2, 8, 8, 1))
+    logits, stats = apply(params, stats, jax.nn.softmax(alpha, -1), x, config=cfg, train=True)
 """
 from __future__ import annotations
 

@@ -9,11 +9,19 @@ from the supernet (``child.child_variables_from_supernet``) computes exactly
 the supernet's function for its architecture.
 
 Example:
-    >>> cfg = SupernetConfig(num_classes=10, init_channels=16, layers=5)
-    >>> params, stats = init_supernet(jax.random.key(0), cfg, (32, 32, 3))
-    >>> tx = default_optimizer()
-    >>> state, metrics = make_train_step(cfg, tx)(init_train_state(params, stats, tx), arch, (x, y), key)
-    >>> acc, loss = make_eval_archs(cfg)(state["params"], state["batch_stats"], archs, x_val, y_val)
+    >>> cfg = SupernetConfig(num_classes=10, init_channels=4, layers=1)
+    >>> params, stats = init_supernet(jax.random.key(0), cfg, (8, 8, 1))
+    >>> archs = jnp.array([[3, 1, 2, 0, 4, 3], [0, 0, 0, 0, 0, 0]])
+    >>> x, y = jnp.ones((4, 8, 8, 1)), jnp.array([0, 1, 2, 3])
+    >>> acc, loss = make_eval_archs(cfg)(params, stats, archs, x, y)  # both archs, one call
+    >>> acc.shape, bool(jnp.isfinite(loss).all())
+    ((2,), True)
+
+  Training (not run here: compiling the train step takes about 20 s)::
+
+    tx = default_optimizer()
+    state = init_train_state(params, stats, tx)
+    state, metrics = make_train_step(cfg, tx)(state, archs[0], (x, y), jax.random.key(1))
 """
 from __future__ import annotations
 
