@@ -43,12 +43,18 @@ family object (``nas_jax.networks.base.NetworkFamily``) that
 Example:
     >>> from nas_jax import networks
     >>> net = networks.family("nasnet").supernet
-    >>> cfg = net.config(num_classes=10, init_channels=16, layers=8)
-    >>> params, stats = net.init(jax.random.key(0), cfg, (32, 32, 3))
-    >>> tx = net.default_optimizer()
-    >>> state = net.init_train_state(params, stats, tx)
-    >>> state, metrics = net.make_train_step(cfg, tx)(state, arch, (x, y), jax.random.key(1))
-    >>> acc, loss = net.make_eval_archs(cfg)(state["params"], state["batch_stats"], archs, x_val, y_val)
+    >>> cfg = net.config(num_classes=10, init_channels=4, layers=3)
+    >>> params, stats = net.init(jax.random.key(0), cfg, (8, 8, 1))
+    >>> sorted(params), sum(p.size for p in jax.tree_util.tree_leaves(params))
+    (['cell_0', 'cell_1', 'cell_2', 'classifier', 'stem'], 40766)
+
+  Training and scoring (not run here: compiling the train step takes tens of
+  seconds, the scoring call about 5 s)::
+
+    tx = net.default_optimizer()
+    state = net.init_train_state(params, stats, tx)
+    state, metrics = net.make_train_step(cfg, tx)(state, arch, (x, y), jax.random.key(1))
+    acc, loss = net.make_eval_archs(cfg)(state["params"], state["batch_stats"], archs, x_val, y_val)
 """
 from __future__ import annotations
 

@@ -10,10 +10,20 @@ supernet's function for its architecture (an independent implementation of it,
 which the tests use as the reference).
 
 Example:
-    >>> child = build_child(space, arch, num_classes=10, init_channels=16, layers=8)
-    >>> variables = child_variables_from_supernet(arch, state["params"],
-    ...                                           state["batch_stats"], cfg)
-    >>> logits, _ = child.apply(variables, x_val, train=False)
+    >>> from nas_jax.networks.nasnet import SupernetConfig, init_supernet
+    >>> from nas_jax.spaces import get_space
+    >>> space = get_space("nasnet")
+    >>> arch = np.array([[[0, 4, 1, 0]] * 5, [[0, 2, 1, 3]] * 5])  # normal, reduction cell
+    >>> child = build_child(space, arch, num_classes=10, init_channels=4, layers=3)
+    >>> cfg = SupernetConfig(num_classes=10, init_channels=4, layers=3)
+    >>> params, stats = init_supernet(jax.random.key(0), cfg, (8, 8, 1))
+    >>> variables = child_variables_from_supernet(arch, params, stats, cfg)
+    >>> sum(p.size for p in jax.tree_util.tree_leaves(variables["params"]))  # of the supernet's 40766
+    2966
+
+  ``child.apply(variables, x, train=False)`` then returns ``(logits, None)``,
+  the supernet's logits for ``arch`` with running statistics (not run here:
+  the child's forward pass compiles for several seconds).
 """
 from __future__ import annotations
 

@@ -12,10 +12,23 @@ architecture. The family object's ``continuous`` (``nasnet.FAMILY``) is this
 network with the weights used as given (``mode="switch"``).
 
 Example:
-    >>> params, stats = init_continuous(jax.random.key(0), cfg, (32, 32, 3))
+    >>> from nas_jax.networks.nasnet import SupernetConfig
+    >>> cfg = SupernetConfig(num_classes=10, init_channels=4, layers=3)
     >>> alpha = init_arch_params(cfg, "softmax", key=jax.random.key(1))
-    >>> logits, stats = continuous_apply(params, stats, alpha, x, config=cfg, train=True)
-    >>> arch = derive_arch(jax.nn.softmax(alpha, -1))
+    >>> alpha.shape  # 2 cell types, 2 + 3 + 4 + 5 + 6 = 20 mixed edges, 5 ops
+    (2, 20, 5)
+    >>> derive_arch(jax.nn.softmax(alpha, -1))[0]  # normal cell: (input, op) x 2 per node
+    array([[1, 1, 0, 4],
+           [2, 3, 1, 1],
+           [2, 1, 1, 3],
+           [4, 0, 2, 1],
+           [2, 3, 1, 1]], dtype=int32)
+
+  The relaxed network (not run here: its forward pass compiles for several
+  seconds)::
+
+    params, stats = init_continuous(jax.random.key(0), cfg, (8, 8, 1))
+    logits, stats = continuous_apply(params, stats, alpha, x, config=cfg, train=True)
 """
 from __future__ import annotations
 

@@ -46,11 +46,16 @@ Batch norm: training uses batch statistics (as ENAS and NAO-WS do) and also
 tracks running statistics of every op (updated only for the ops that ran).
 
 Example:
-    >>> cfg = SupernetConfig(num_classes=10, init_channels=16, layers=8)
-    >>> params, stats = init_supernet(jax.random.key(0), cfg, (32, 32, 3))
-    >>> state = init_train_state(params, stats, default_optimizer())
-    >>> train_step = make_train_step(cfg, default_optimizer())
-    >>> state, metrics = train_step(state, arch, (x, y), jax.random.key(1))
+    >>> cfg = SupernetConfig(num_classes=10, init_channels=4, layers=3)
+    >>> params, stats = init_supernet(jax.random.key(0), cfg, (8, 8, 1))
+    >>> params["cell_0"]["edges"]["sep3"]["dw1"].shape  # 3x3 depthwise, stacked over the 2B = 10 edges
+    (10, 3, 3, 4)
+
+  Training (not run here: compiling the train step takes tens of seconds)::
+
+    state = init_train_state(params, stats, default_optimizer())
+    train_step = make_train_step(cfg, default_optimizer())
+    state, metrics = train_step(state, arch, (x, y), jax.random.key(1))
 """
 from __future__ import annotations
 
@@ -312,7 +317,18 @@ def drop_path_scale(key: jax.Array, cell_arch: jax.Array, reduction: bool, drop_
     ``float32[2B, N]`` with values 0, ``1 / (1 - drop_prob)`` or 1 (identities).
 
   Example:
-    >>> scale = drop_path_scale(jax.random.key(0), arch[0], False, 0.2, 64)  # [10, 64]
+    >>> cell = np.array([[0, 4, 1, 0]] * 5)  # every node: identity(c_{k-2}) + sep_conv_3x3(c_{k-1})
+    >>> drop_path_scale(jax.random.key(0), cell, False, 0.2, 6)  # rows: edges, columns: samples
+    Array([[1.  , 1.  , 1.  , 1.  , 1.  , 1.  ],
+           [1.25, 1.25, 1.25, 1.25, 0.  , 1.25],
+           [1.  , 1.  , 1.  , 1.  , 1.  , 1.  ],
+           [1.25, 1.25, 1.25, 0.  , 1.25, 1.25],
+           [1.  , 1.  , 1.  , 1.  , 1.  , 1.  ],
+           [1.25, 1.25, 1.25, 1.25, 1.25, 1.25],
+           [1.  , 1.  , 1.  , 1.  , 1.  , 1.  ],
+           [1.25, 1.25, 1.25, 1.25, 1.25, 1.25],
+           [1.  , 1.  , 1.  , 1.  , 1.  , 1.  ],
+           [1.25, 1.25, 1.25, 0.  , 1.25, 1.25]], dtype=float32)
   """
   idx, op = _edge_arrays(jnp.asarray(cell_arch, jnp.int32))
   identity = op == IDENTITY

@@ -17,9 +17,12 @@ architectures and misrepresent any single one; ENAS/NAO-WS evaluate this way);
 which a child built by ``child.child_variables_from_supernet`` reproduces the
 supernet exactly (``train=False``).
 
-Example:
-    >>> eval_archs = make_eval_archs(cfg)
-    >>> acc, loss = eval_archs(state["params"], state["batch_stats"], archs, x_val, y_val)
+Example (not run here: compiling it takes about 5 s even for a tiny supernet)::
+
+    cfg = SupernetConfig(num_classes=10, init_channels=4, layers=3)
+    params, stats = init_supernet(jax.random.key(0), cfg, (8, 8, 1))
+    archs = jnp.stack([space.sample(k) for k in jax.random.split(jax.random.key(1), 8)])
+    acc, loss = make_eval_archs(cfg)(params, stats, archs, x_val, y_val)  # float32[8] each
 """
 from __future__ import annotations
 
@@ -232,8 +235,9 @@ def supernet_eval_apply(params: Params, batch_stats: Params, arch: jax.Array, x:
   Returns:
     logits ``[N, num_classes]``.
 
-  Example:
-    >>> logits = supernet_eval_apply(params, stats, arch, x, config=cfg, train=True)
+  Example::
+
+    logits = supernet_eval_apply(params, stats, arch, x, config=cfg, train=True)
   """
   cfg = as_config(config)
   chex.assert_rank(x, 4)
