@@ -64,14 +64,24 @@ Example:
     >>> from nas_jax.spaces.darts import DartsSpace, PUBLISHED
     >>> space = DartsSpace()
     >>> arch = space.from_genotype(PUBLISHED["DARTS_V2"])
-    >>> model = FAMILY.build_child(space, arch, num_classes=10, init_channels=36, layers=20)
-    >>> variables = model.init({"params": jax.random.key(0)}, x, train=False)
-    >>> logits, aux = model.apply(variables, x, train=False)
-    >>> cfg = CONTINUOUS.config(init_channels=16, layers=8)
-    >>> params, stats = CONTINUOUS.init(jax.random.key(0), cfg, (32, 32, 3))
-    >>> w = jax.nn.softmax(alphas, axis=-1)                    # alphas: float[2, 14, 8]
-    >>> logits, stats = CONTINUOUS.apply(params, stats, w, x, config=cfg, train=True)
-    >>> arch = CONTINUOUS.derive(w, cfg)
+    >>> model = FAMILY.build_child(space, arch, num_classes=10, init_channels=36, layers=20, auxiliary=True)
+    >>> child_cost(arch, init_channels=36, layers=20)  # DARTS's CIFAR-10 network: 3.3M parameters
+    {'flops': 528359040, 'params': 3349342}
+    >>> cfg = CONTINUOUS.config(init_channels=4, layers=3)
+    >>> CONTINUOUS.weights_shape(cfg), CONTINUOUS.op_names[0]
+    ((2, 14, 8), 'none')
+    >>> w = CONTINUOUS.one_hot_weights(arch, cfg)  # the relaxation's weights that select arch
+    >>> bool((CONTINUOUS.derive(w, cfg) == space.canonical(arch)).all())
+    True
+
+  Running them (not run here: each compiles for several seconds, the
+  relaxation's forward+backward for tens of seconds)::
+
+    variables = model.init({"params": jax.random.key(0)}, x, train=False)
+    logits, aux = model.apply(variables, x, train=False)
+    params, stats = CONTINUOUS.init(jax.random.key(0), cfg, (8, 8, 1))
+    w = jax.nn.softmax(alphas, axis=-1)                    # alphas: float[2, 14, 8]
+    logits, stats = CONTINUOUS.apply(params, stats, w, x, config=cfg, train=True)
 """
 from __future__ import annotations
 
@@ -411,7 +421,11 @@ def build_child(space: Any, arch: Any, *, num_classes: int, init_channels: int =
     returns ``(logits, aux_logits or None)``.
 
   Example:
+    >>> from nas_jax.spaces.darts import DartsSpace, PUBLISHED
+    >>> arch = DartsSpace().from_genotype(PUBLISHED["DARTS_V1"])
     >>> model = build_child(DartsSpace(), arch, num_classes=10, init_channels=16, layers=8)
+    >>> model.layers, model.auxiliary, model.arch[0][0]  # normal cell, node 0: (input, op) x 2
+    (8, False, (1, 3, 0, 3))
   """
   del unused
   a = np.asarray(space.validate(arch)) if hasattr(space, "validate") else check_arch(arch)
@@ -438,6 +452,7 @@ def child_cost(arch: Any, *, num_classes: int = 10, init_channels: int = 16, lay
     528,359,040 and 3,349,342 (DARTS reports 3.3 M parameters).
 
   Example:
+    >>> from nas_jax.spaces.darts import DartsSpace, PUBLISHED
     >>> child_cost(DartsSpace().from_genotype(PUBLISHED["DARTS_V2"]), init_channels=36, layers=20)["params"]
     3349342
   """
@@ -568,9 +583,10 @@ def one_hot_weights(arch: Any) -> jax.Array:
     float32[2, 14, 8].
 
   Example:
+    >>> from nas_jax.spaces.darts import DartsSpace, PUBLISHED
     >>> w = one_hot_weights(DartsSpace().from_genotype(PUBLISHED["DARTS_V2"]))
-    >>> float(w.sum())
-    16.0
+    >>> w.shape, float(w.sum())  # 2 cells x 4 nodes x 2 chosen edges
+    ((2, 14, 8), 16.0)
   """
   if not isinstance(arch, jax.core.Tracer):
     arch = check_arch(arch)
@@ -597,6 +613,7 @@ def derive(weights: Any, config: Any = None) -> np.ndarray:
     int32[2, 4, 4].
 
   Example:
+    >>> from nas_jax.spaces.darts import DartsSpace, PUBLISHED
     >>> a = DartsSpace().from_genotype(PUBLISHED["DARTS_V2"])
     >>> bool((derive(one_hot_weights(a)) == DartsSpace().canonical(a)).all())
     True
@@ -698,7 +715,7 @@ class DartsContinuous:
     """See the module function ``derive``."""
     return derive(weights, config)
 
-  def one_hot_weights(self, arch: Any) -> jax.Array:
+  def one_hot_weights(self, arch: Any, config: Any = None) -> jax.Array:
     """See the module function ``one_hot_weights``."""
     return one_hot_weights(arch)
 
