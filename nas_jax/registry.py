@@ -8,6 +8,12 @@ Example:
     >>> from nas_jax import registry
     >>> space = registry.get_space("nb201")
     >>> Strategy = registry.get_strategy("evolution")
+    >>> space.name, Strategy.__name__
+    ('nb201', 'RegularizedEvolution')
+    >>> registry.get_evaluator("table")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown evaluator 'table'; choose one of ['scratch', 'supernet', 'tabular']
 """
 from __future__ import annotations
 

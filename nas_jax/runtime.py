@@ -20,10 +20,17 @@ evaluation (500-image forward passes in one call) does not change.
 
 Set ``NAS_JAX_HUGE_PAGES=0`` to turn it off.
 
+In a script::
+
+    if __name__ == "__main__":
+      runtime.reexec_with_huge_pages()   # first thing in main, before jax is imported
+      sys.exit(main())
+
 Example:
-    >>> if __name__ == "__main__":
-    ...   runtime.reexec_with_huge_pages()   # first thing in main, before jax is imported
-    ...   sys.exit(main())
+    >>> huge_pages_env({}, mode="madvise", glibc=(2, 36))  # what the restart adds
+    {'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=1'}
+    >>> print(huge_pages_env({"NAS_JAX_HUGE_PAGES": "0"}, mode="madvise", glibc=(2, 36)))  # opted out
+    None
 """
 from __future__ import annotations
 

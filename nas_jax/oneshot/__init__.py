@@ -12,5 +12,7 @@ registry imports a method's module on first use.
 
 Example:
     >>> from nas_jax import registry
-    >>> DARTS = registry.get_strategy("darts")  # nas_jax.oneshot.darts.DARTS
+    >>> DARTS = registry.get_strategy("darts")  # imports nas_jax.oneshot.darts
+    >>> DARTS.__module__, DARTS.kind
+    ('nas_jax.oneshot.darts', 'oneshot')
 """

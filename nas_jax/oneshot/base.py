@@ -26,10 +26,18 @@ choosers (``--strategy darts``); its ``kind = "oneshot"`` tells the runner to
 use the one-shot loop.
 
 Example:
-    >>> method = registry.get_strategy("darts")(space, {"steps_per_epoch": 2}, data=data)
-    >>> state = method.init(jax.random.key(0))
-    >>> state, metrics = method.step(state, jax.random.key(1))
-    >>> arch = method.derive(state)
+    >>> from nas_jax import registry
+    >>> DARTS = registry.get_strategy("darts")
+    >>> issubclass(DARTS, OneShotMethod), DARTS.kind
+    (True, 'oneshot')
+
+  Driving one by hand (not run here: a step compiles the relaxed network's
+  forward and backward passes, tens of seconds)::
+
+    method = DARTS(registry.get_space("nb201"), {"steps_per_epoch": 2}, data=data)
+    state = method.init(jax.random.key(0))
+    state, metrics = method.step(state, jax.random.key(1))
+    arch = method.derive(state)
 """
 from __future__ import annotations
 
