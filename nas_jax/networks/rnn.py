@@ -39,8 +39,11 @@ collection as ``"cell_outputs"`` (``apply(..., mutable=["intermediates"])``).
 
 The architecture is a Python constant of the child (a tuple), so each
 architecture compiles its own train step (measured: see
-``nas_jax.tasks.language_model``). There is no weight-sharing supernet yet
-(``FAMILY.supernet is None``) and no continuous relaxation.
+``nas_jax.tasks.language_model``). ENAS's weight-sharing language model, with
+the architecture traced, is ``nas_jax.networks.rnn_supernet`` (its own
+signatures: the step carries the hidden state, so ``FAMILY.supernet`` stays
+None until ``networks.base.WeightSharing`` has room for it); there is no
+continuous relaxation.
 
 Costs (``count_cost``; ``FAMILY.cost`` for the runner, ``flops`` = multiply-adds
 per token): every node has its weights whatever the architecture, so
@@ -91,6 +94,38 @@ def initial_hidden(batch_size: int, hidden_size: int) -> jax.Array:
   return jnp.zeros((batch_size, hidden_size), jnp.float32)
 
 
+def dropout_masks(key: jax.Array, probs: dict[str, float],
+                  shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+  """Inverted-dropout masks (``1/keep`` where kept, else 0), None where ``p == 0``.
+
+  All masks come from one ``jax.random.bits`` draw (a value is kept when its
+  32 random bits are below ``keep * 2**32``), cut in the order of ``shapes``:
+  one threefry call compiles in a fraction of the time of five ``bernoulli``.
+  The child (``RNNChild``) and the supernet (``nas_jax.networks.rnn_supernet``)
+  both draw their masks here.
+
+  Example:
+    >>> m = dropout_masks(jax.random.key(0), {"dropout_h": 0.5, "dropout_o": 0.0},
+    ...                   {"dropout_h": (2, 3), "dropout_o": (2, 1, 3)})
+    >>> m["dropout_h"].shape, m["dropout_o"]
+    ((2, 3), None)
+  """
+  on = [name for name in shapes if probs[name] > 0.0]
+  out: dict[str, Any] = {name: None for name in shapes}
+  if not on:
+    return out
+  sizes = [int(np.prod(shapes[name])) for name in on]
+  bits = jax.random.bits(key, (sum(sizes),), jnp.uint32)
+  start = 0
+  for name, size in zip(on, sizes):
+    keep = 1.0 - probs[name]
+    threshold = np.uint32(min(int(round(keep * 2.0**32)), 2**32 - 1))
+    kept = bits[start:start + size] < threshold
+    out[name] = kept.reshape(shapes[name]).astype(jnp.float32) / keep
+    start += size
+  return out
+
+
 # Random draws are made flat and reshaped: XLA:CPU compiles some multi-dimensional
 # threefry draws for seconds (tests/conftest.py), the flat draw in a fraction.
 def _uniform(scale: float):
@@ -127,27 +162,11 @@ class RNNChild(nn.Module):
     return initial_hidden(batch_size, self.hidden_size)
 
   def _masks(self, shapes: dict[str, tuple[int, ...]], train: bool) -> dict[str, Any]:
-    """Dropout masks (``keep`` of 1/keep, else 0) of the given shapes, None when off.
-
-    All masks come from one ``jax.random.bits`` draw of the ``"dropout"``
-    stream (a value is kept when its 32 random bits are below ``keep * 2**32``):
-    one threefry call compiles in a fraction of the time of five ``bernoulli``.
-    """
+    """Dropout masks of the given shapes (``dropout_masks``), None when off."""
     probs = {name: getattr(self, name) for name in shapes}
-    on = [name for name in shapes if train and probs[name] > 0.0]
-    out: dict[str, Any] = {name: None for name in shapes}
-    if not on:
-      return out
-    sizes = [int(np.prod(shapes[name])) for name in on]
-    bits = jax.random.bits(self.make_rng("dropout"), (sum(sizes),), jnp.uint32)
-    start = 0
-    for name, size in zip(on, sizes):
-      keep = 1.0 - probs[name]
-      threshold = np.uint32(min(int(round(keep * 2.0**32)), 2**32 - 1))
-      kept = bits[start:start + size] < threshold
-      out[name] = kept.reshape(shapes[name]).astype(jnp.float32) / keep
-      start += size
-    return out
+    if not train or not any(p > 0.0 for p in probs.values()):
+      return {name: None for name in shapes}
+    return dropout_masks(self.make_rng("dropout"), probs, shapes)
 
   @nn.compact
   def __call__(self, tokens: jax.Array, hidden: jax.Array, *, train: bool):
