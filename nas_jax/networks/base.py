@@ -91,6 +91,13 @@ class ContinuousRelaxation(Protocol):
   def derive(self, weights: Any, config: Any) -> Any:
     """The discrete architecture (int32 array of the space) the weights stand for."""
 
+  def one_hot_weights(self, arch: Any, config: Any = None) -> Any:
+    """Weights under which ``apply`` computes exactly ``arch``'s network (one-hot per edge).
+
+    ``derive(one_hot_weights(a))`` is ``a`` (up to the space's canonical form);
+    a one-shot method scores a derived architecture with them.
+    """
+
 
 @runtime_checkable
 class NetworkFamily(Protocol):

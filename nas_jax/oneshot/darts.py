@@ -102,7 +102,6 @@ Example:
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Callable
 
@@ -478,9 +477,7 @@ class DARTS(OneShotMethod):
     """Op weights (the structure of ``alpha``) that select exactly ``arch``."""
     arch = self.space.validate(arch)
     if hasattr(self.continuous, "one_hot_weights"):
-      fn = self.continuous.one_hot_weights
-      takes_config = len(inspect.signature(fn).parameters) >= 2  # (arch, config) or (arch)
-      w = fn(arch, self.net_config) if takes_config else fn(arch)
+      w = self.continuous.one_hot_weights(arch, self.net_config)
     elif _is_shape(self.alpha_shape) and len(self.alpha_shape) == 2 and arch.shape == self.alpha_shape[:1]:
       w = np.eye(self.alpha_shape[1], dtype=np.float32)[arch]  # one op per edge (nb201)
     else:  # checked in __init__

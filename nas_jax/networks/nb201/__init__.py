@@ -138,7 +138,7 @@ class NB201Continuous:
     """See ``continuous.derive``."""
     return continuous_lib.derive(weights, config)
 
-  def one_hot_weights(self, arch: Any) -> jax.Array:
+  def one_hot_weights(self, arch: Any, config: Any = None) -> jax.Array:
     """See ``continuous.one_hot_weights``."""
     return continuous_lib.one_hot_weights(arch)
 
