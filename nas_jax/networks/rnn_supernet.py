@@ -78,15 +78,20 @@ Example:
     >>> cfg = config(vocab_size=100, emb_size=8, hidden_size=8, num_nodes=4)
     >>> tx = optax.clip_by_global_norm(0.25)
     >>> state = init_train_state(init(jax.random.key(0), cfg), tx)
-    >>> step, evaluate = make_train_step(cfg, tx), make_eval_archs(cfg)
-    >>> x = y = jnp.zeros((4, 10), jnp.int32)
-    >>> hidden = initial_hidden(4, 8)
-    >>> state, hidden, m = step(state, space.sample(jax.random.key(1)), x, y, hidden,
-    ...                         jax.random.key(2), 20.0)
-    >>> archs = jax.vmap(space.sample)(jax.random.split(jax.random.key(3), 5))
-    >>> loss, hiddens = evaluate(state["params"], archs, x, y, initial_hidden(4, 8))
-    >>> loss.shape, hiddens.shape
-    ((5,), (5, 4, 8))
+    >>> state["params"]["w"].shape  # one matrix per (node, previous node, activation)
+    (24, 8, 16)
+
+  Training and scoring (not run here: compiling the step takes tens of
+  seconds on a 2-core CPU)::
+
+    step, evaluate = make_train_step(cfg, tx), make_eval_archs(cfg)
+    x = y = jnp.zeros((4, 10), jnp.int32)
+    hidden = initial_hidden(4, 8)
+    state, hidden, m = step(state, space.sample(jax.random.key(1)), x, y, hidden,
+                            jax.random.key(2), 20.0)
+    archs = jax.vmap(space.sample)(jax.random.split(jax.random.key(3), 5))
+    loss, hiddens = evaluate(state["params"], archs, x, y, initial_hidden(4, 8))
+    loss.shape, hiddens.shape  # ((5,), (5, 4, 8))
 """
 from __future__ import annotations
 
@@ -413,7 +418,8 @@ def make_train_step(cfg: RNNSupernetConfig, tx: optax.GradientTransformation, *,
 
   Example:
     >>> step = make_train_step(config(vocab_size=100), optax.clip_by_global_norm(0.25), slowness_reg=1e-3)
-    >>> state, hidden, m = step(state, arch, x, y, hidden, key, 20.0)  # doctest: +SKIP
+
+    then ``state, hidden, m = step(state, arch, x, y, hidden, key, 20.0)``.
   """
   beta = float(slowness_reg)
   if not beta >= 0:
