@@ -51,8 +51,18 @@ decay 8e-7; DARTS trains up to 8000 epochs with early stopping, which is not
 reproduced).
 
 Example:
+    A toy corpus in Penn Treebank's layout (the real one: ``data_dir`` or
+    ``$NAS_JAX_PTB_DIR``):
+
+    >>> import os
+    >>> os.makedirs("ptb")
+    >>> for split in ("train", "valid", "test"):
+    ...   with open(f"ptb/ptb.{split}.txt", "w") as f:
+    ...     _ = f.write(" the cat sat on the mat \\n the dog sat on the cat \\n" * 3)
     >>> task = LanguageModel()
-    >>> data = task.load("ptb", data_dir="/data/ptb")
+    >>> data = task.load("ptb", data_dir="ptb")
+    >>> task.describe(data)["vocab_size"], task.describe(data)["sizes"]["train"]  # 6 words and <eos>
+    (7, 42)
     >>> cfg = task.resolve_train_config({"epochs": 1})
     >>> task.score(80.0)
     1.0
