@@ -92,13 +92,21 @@ mixture's own accuracy is reported beside it (``supernet_valid_acc``). These
 are search-time accuracies of shared weights, never a final accuracy.
 
 Example:
-    >>> data = nas_jax.data.load_dataset("digits", valid_fraction=0.5)
+    >>> import nas_jax.data
+    >>> from nas_jax import registry
+    >>> data = nas_jax.data.load_dataset("digits", train_size=64, valid_fraction=0.5)
     >>> method = DARTS(registry.get_space("nb201"), {"init_channels": 4, "layers": 1,
     ...                                              "epochs": 2}, data=data)
-    >>> state = method.init(jax.random.key(0))
-    >>> state, metrics = method.step(state, jax.random.key(1))
-    >>> arch = method.derive(state)                    # int32[6]
-    >>> method.score(state, arch, jax.random.key(2))["search_score"]
+    >>> method.config["order"], method.steps_per_epoch()  # 64 images, batch 64
+    ('first', 1)
+
+  A search step (not run here: initialising and compiling the relaxed
+  network's step takes tens of seconds on a 2-core CPU)::
+
+    state = method.init(jax.random.key(0))
+    state, metrics = method.step(state, jax.random.key(1))
+    arch = method.derive(state)                    # int32[6]
+    method.score(state, arch, jax.random.key(2))["search_score"]
 """
 from __future__ import annotations
 
@@ -206,12 +214,13 @@ class DARTS(OneShotMethod):
     continuous: a ``ContinuousRelaxation`` to use instead of the family's
       (tests, custom networks).
 
-  Example:
-      >>> method = DARTS(space, {"order": "second", "epochs": 4}, data=data)
-      >>> state = method.init(jax.random.key(0))
-      >>> for t in range(method.steps_per_epoch()):
-      ...   state, metrics = method.step(state, jax.random.key(t))
-      >>> method.summary(state)["skip_argmax_edges"]
+  Example (second order; compiles for tens of seconds, so not run here)::
+
+      method = DARTS(space, {"order": "second", "epochs": 4}, data=data)
+      state = method.init(jax.random.key(0))
+      for t in range(method.steps_per_epoch()):
+        state, metrics = method.step(state, jax.random.key(t))
+      method.summary(state)["skip_argmax_edges"]
   """
 
   kind = "oneshot"
