@@ -12,8 +12,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-# Examples not run, each with the reason. Keep it short.
+# Examples not run, each with the reason. Keep it short: fix the docstring and
+# drop the entry. These files were being edited by other work when the
+# doctests were switched on; their examples use names they never define.
+_UNDER_WORK = "example uses names it never defines (x, space, ...); file under other work, fix pending"
 SKIP = {
+    "nas_jax.cost": _UNDER_WORK,
+    "nas_jax.data.ptb": "example reads /data/ptb, which does not exist; fix pending (see tasks.language_model)",
+    "nas_jax.kernels.depthwise": _UNDER_WORK,
+    "nas_jax.kernels.fused": _UNDER_WORK,
+    "nas_jax.kernels.pick": _UNDER_WORK,
+    "nas_jax.kernels.pick.node_sum": _UNDER_WORK,
+    "nas_jax.kernels.pointwise": _UNDER_WORK,
+    "nas_jax.kernels.primitive": _UNDER_WORK,
+    "nas_jax.ops": _UNDER_WORK,
+    "nas_jax.ops.implementation": _UNDER_WORK,
 }
 
 
