@@ -169,7 +169,9 @@ def plot_curves(results: list[dict[str, Any]], path: str | os.PathLike[str],
 
   Example:
     >>> import os
-    >>> plot_curves([run_search("random", 10, 2), run_search("evolution", 10, 2)], "c.png")
+    >>> plot_curves([{"strategy": "random", "curve": [90.1, 92.0, 92.4]},  # e.g. run_search(...)
+    ...              {"strategy": "evolution", "curve": [90.5, 92.8, 93.6], "std_curve": [1, 1, 0.5],
+    ...               "runs": 4}], "c.png")
     >>> os.path.getsize("c.png") > 0
     True
   """

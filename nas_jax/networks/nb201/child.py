@@ -9,12 +9,17 @@ Example:
     >>> from nas_jax.spaces import get_space
     >>> model = build_child(get_space("nb201"), [3, 1, 2, 0, 4, 3], num_classes=10, init_channels=4, layers=1)
     >>> x = jnp.zeros((2, 8, 8, 3))
-    >>> variables = model.init({"params": jax.random.key(0)}, x, train=False)
-    >>> logits, aux = model.apply(variables, x, train=False)
-    >>> logits.shape, aux
-    ((2, 10), None)
-    >>> sorted(variables["params"]["block_0"])  # only the useful conv edges have weights
+    >>> shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, x, train=False))
+    >>> sorted(shapes["params"]["block_0"])  # only the useful conv edges have weights
     ['e0', 'e2', 'e5']
+    >>> jax.eval_shape(lambda v: model.apply(v, x, train=False), shapes)  # (logits, aux logits)
+    (ShapeDtypeStruct(shape=(2, 10), dtype=float32), None)
+
+  Run for real (``jax.eval_shape`` above only traces; initialising compiles
+  for several seconds)::
+
+    variables = model.init({"params": jax.random.key(0)}, x, train=False)
+    logits, aux = model.apply(variables, x, train=False)
 """
 from __future__ import annotations
 
