@@ -120,3 +120,31 @@ def test_real_nasnet_children(ds):
   result, _ = ev.evaluate({}, archs, jax.random.key(0))
   assert 0 <= result.scores[0] <= 100
   assert result.scores[0] == result.info[0]["curve"][-1]["valid_acc"]
+
+
+def test_a_callback_stops_runs_and_the_history_line_says_why(fake_children, ds):
+  """Early stopping through the evaluator: the run stops at epoch 2, its history line carries
+  the two-epoch curve and the reason, and the score is the last epoch's."""
+  from nas_jax.runner import search  # pylint: disable=import-outside-toplevel
+  space = registry.get_space("nb201")
+  reasons = []
+
+  def make_callbacks(arch_id):
+    def stop(epoch, entry):
+      if epoch == 2:
+        reasons.append(arch_id)
+        return f"stopped {arch_id} after 2 epochs"
+      return None
+    return [stop]
+
+  evaluator = ScratchEvaluator(space, {"dataset": ds, "epochs": 5, "batch_size": 32},
+                               make_callbacks=make_callbacks)
+  strategy = registry.get_strategy("random")(space, {"batch_size": 2})
+  rnd = search.search_round(strategy, evaluator, space, strategy.init(jax.random.key(0)),
+                            evaluator.init(jax.random.key(1)), jax.random.key(2), 0, remaining=2)
+  lines = search.history_lines(space, rnd, 0, 0, 0.0)
+  assert len(reasons) == 2
+  for line in lines:
+    assert len(line["curve"]) == 2
+    assert line["stopped"] == {"epoch": 2, "reason": f"stopped {line['arch_id']} after 2 epochs"}
+    assert line["search_score"] == line["curve"][-1]["valid_acc"] == line["metrics"]["valid_acc"]

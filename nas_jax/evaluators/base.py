@@ -70,6 +70,16 @@ class Evaluator(abc.ABC):
     self.space = space
     self.config = dict(config or {})
 
+  @classmethod
+  def fixed_dataset(cls, settings: dict[str, Any]) -> str | None:
+    """The dataset this evaluator's figures are of, whatever the run's data, or None.
+
+    A benchmark table returns its dataset (``"cifar10"``): the runner then
+    names that dataset in the run's files and refuses another one.
+    """
+    del settings
+    return None
+
   def prepare(self) -> None:
     """Checks everything that can fail before the search (data sizes, files).
 

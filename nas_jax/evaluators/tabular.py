@@ -485,8 +485,7 @@ class TabularEvaluator(Evaluator):
     self.table = load_table(self.config.get("benchmark_file"))
     # The dataset the table was measured on, for result files and retraining
     # (the run's `dataset` setting does not apply to a table look-up).
-    self.dataset_name = ("cifar10" if self.config.get("benchmark_file") is None
-                         else f"nb201-table:{self.config['benchmark_file']}")
+    self.dataset_name = self.fixed_dataset(self.config)
 
   def evaluate(self, state: Any, archs: np.ndarray,
                key: jax.Array) -> tuple[Evaluation, Any]:
@@ -513,6 +512,12 @@ class TabularEvaluator(Evaluator):
     return Evaluation(scores=np.asarray(scores, dtype=np.float64),
                       costs=table.train_time_s[rows].astype(np.float64),
                       info=info), state
+
+  @classmethod
+  def fixed_dataset(cls, settings: dict[str, Any]) -> str:
+    """``"cifar10"`` for the shipped table, ``"nb201-table:<file>"`` for another one."""
+    table = settings.get("benchmark_file")
+    return "cifar10" if table is None else f"nb201-table:{table}"
 
   def cost_network(self) -> dict[str, Any]:
     """The benchmark's own network: C=16, N=5 on 32x32 RGB images, 10 classes (CIFAR-10)."""

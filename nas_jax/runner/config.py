@@ -148,8 +148,8 @@ def validate_config(config: Any, *, search: bool = True) -> dict[str, Any]:
       raise ValueError(f"evaluator.{name} must be a dict of {name} settings, got {sub!r}")
   cfg["evaluator"]["name"] = resolve_evaluator_name(cfg)
   kind = getattr(registry.lookup("strategy", cfg["strategy"]["name"]), "kind", "ask_tell")
-  if search and cfg["evaluator"]["name"] == "tabular" and kind == "ask_tell":
-    _table_dataset(cfg)
+  if search and kind == "ask_tell":
+    _evaluator_dataset(cfg)
   check_task(cfg["space"], cfg["dataset"])
   epochs = cfg["final"].get("epochs", 0)
   if not _is_int(epochs) or epochs < 0:
@@ -176,17 +176,24 @@ def validate_config(config: Any, *, search: bool = True) -> dict[str, Any]:
 DEFAULT_DATASET = "digits"
 
 
-def _table_dataset(cfg: dict[str, Any]) -> None:
-  """A table look-up runs on the table's dataset: the default dataset becomes it, another is refused."""
-  settings = cfg["evaluator"].get("tabular", {})
-  table = settings.get("benchmark_file") if isinstance(settings, dict) else None
-  name = "cifar10" if table is None else f"nb201-table:{table}"
-  if cfg["dataset"] in (DEFAULT_DATASET, name):
-    cfg["dataset"] = name
+def _evaluator_dataset(cfg: dict[str, Any]) -> None:
+  """An evaluator whose figures are of one dataset (a benchmark table) fixes the run's dataset.
+
+  The evaluator class declares it (``Evaluator.fixed_dataset(settings)``); the
+  default dataset then becomes that one, and another one is refused.
+  """
+  name = cfg["evaluator"]["name"]
+  cls = registry.lookup("evaluator", name)
+  fixed_fn = getattr(cls, "fixed_dataset", None)
+  settings = cfg["evaluator"].get(name, {})
+  fixed = fixed_fn(settings if isinstance(settings, dict) else {}) if fixed_fn else None
+  if fixed is None:
     return
-  raise ValueError(f"dataset {cfg['dataset']!r} does not apply to the tabular evaluator, which looks "
-                   f"up NAS-Bench-201's {name} table; drop --dataset, or train on it with "
-                   "--evaluator supernet or scratch")
+  if cfg["dataset"] in (DEFAULT_DATASET, fixed):
+    cfg["dataset"] = fixed
+    return
+  raise ValueError(f"dataset {cfg['dataset']!r} does not apply to the {name} evaluator, whose figures "
+                   f"are of {fixed!r}; drop --dataset, or train on it with another --evaluator")
 
 
 def check_task(space: str, dataset: str) -> None:
