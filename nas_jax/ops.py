@@ -222,6 +222,8 @@ def host_rng(key: jax.Array) -> np.random.Generator | None:
   a second with numpy). Under ``jit``/``vmap`` (traced keys) they fall back to
   ``jax.random``. The same key always gives the same weights.
   """
+  if isinstance(key, jax.core.Tracer):  # cheap test first: building the exception's message is slow
+    return None
   try:
     data = np.asarray(jax.random.key_data(key))
   except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):

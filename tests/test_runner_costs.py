@@ -10,18 +10,21 @@ import pytest
 
 import experiment_doubles
 from nas_jax import cost, registry, runner
+from nas_jax.networks.nasnet import child as nasnet_child
+from nas_jax.networks.nb201 import child as nb201_child
 from nas_jax.runner import costs as costs_lib
 from nas_jax.runner import report
 from nas_jax.strategies.random_search import RandomSearch
 
 
 @pytest.mark.parametrize("space_name, fn, network, shape", [
-    ("nb201", costs_lib.nb201_cost, dict(num_classes=7, init_channels=4, layers=2), (9, 11, 3)),
-    ("nb201", costs_lib.nb201_cost, dict(num_classes=10, init_channels=16, layers=5), (32, 32, 3)),
-    ("nasnet", costs_lib.nasnet_cost, dict(num_classes=10, init_channels=8, layers=3), (8, 8, 1)),
-    ("nasnet", costs_lib.nasnet_cost, dict(num_classes=7, init_channels=4, layers=5), (9, 11, 3)),
+    ("nb201", nb201_child.child_cost, dict(num_classes=7, init_channels=4, layers=2), (9, 11, 3)),
+    ("nb201", nb201_child.child_cost, dict(num_classes=10, init_channels=16, layers=5), (32, 32, 3)),
+    ("nasnet", nasnet_child.child_cost, dict(num_classes=10, init_channels=8, layers=3), (8, 8, 1)),
+    ("nasnet", nasnet_child.child_cost, dict(num_classes=7, init_channels=4, layers=5), (9, 11, 3)),
 ])
 def test_closed_forms_equal_the_traced_count(space_name, fn, network, shape):
+  """The families' closed forms (``FAMILY.cost``) against the jaxpr count of the child."""
   space = registry.get_space(space_name)
   for i in range(3):
     arch = np.asarray(space.sample(jax.random.key(i)))
@@ -31,7 +34,13 @@ def test_closed_forms_equal_the_traced_count(space_name, fn, network, shape):
 
 def test_nb201_all_conv3x3_cell_has_the_benchmarks_size():
   # NAS-Bench-201 lists 1.53 MB of parameters for the all-conv3x3 cell (C=16, N=5, CIFAR-10).
-  assert costs_lib.nb201_cost([3] * 6)["params"] == 1531546
+  assert nb201_child.child_cost([3] * 6)["params"] == 1531546
+
+
+def test_families_offer_their_closed_form():
+  from nas_jax import networks  # pylint: disable=import-outside-toplevel
+  for name in ("nasnet", "nb201", "darts", "rnn"):
+    assert callable(getattr(networks.family(name), "cost", None)), name
 
 
 def test_cost_model_caches_by_arch_id():
@@ -80,7 +89,7 @@ def test_strategies_are_told_the_costs_and_the_result_holds_the_frontier(tmp_pat
   assert len(CostSpy.told) == 3
   for archs, costs in CostSpy.told:
     assert set(costs) == {"flops", "params"}
-    want = [costs_lib.nb201_cost(a) for a in archs]
+    want = [nb201_child.child_cost(a) for a in archs]
     assert costs["flops"].tolist() == [w["flops"] for w in want]
     assert costs["params"].tolist() == [w["params"] for w in want]
   lines = [json.loads(l) for l in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]

@@ -66,6 +66,7 @@ import optax
 
 from nas_jax.networks import supernet as supernet_lib
 
+from . import child as child_lib
 from .child import NasNetChild, build_child, child_variables_from_supernet
 from .common import (AVG, IDENTITY, MAX, NUM_OPS, OPS, SEP3, SEP5, SupernetConfig, as_config, check_arch,
                      loose_end_mask, random_arch)
@@ -166,6 +167,10 @@ class NasnetFamily:
   def build_child(self, space: Any, arch: Any, **config: Any) -> NasNetChild:
     """See the module function ``build_child``."""
     return build_child(space, arch, **config)
+
+  def cost(self, arch: Any, **config: Any) -> dict[str, int]:
+    """Closed-form FLOPs / parameters of the child (``child.child_cost``; ``runner.costs.CostModel``)."""
+    return child_lib.child_cost(arch, **config)
 
 
 FAMILY = NasnetFamily()

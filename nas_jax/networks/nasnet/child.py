@@ -280,3 +280,64 @@ def child_variables_from_supernet(arch: Any, params: Params, batch_stats: Params
     out_p["aux"] = child_variables["params"]["aux"]
     out_s["aux"] = child_variables["batch_stats"]["aux"]
   return {"params": out_p, "batch_stats": out_s}
+
+
+def _half(size: tuple[int, int]) -> tuple[int, int]:
+  return (size[0] + 1) // 2, (size[1] + 1) // 2
+
+
+def child_cost(arch: Any, *, num_classes: int = 10, init_channels: int = 16, layers: int = 8,
+                num_nodes: int = 5, stem_multiplier: int = 3,
+                input_shape: tuple[int, int, int] = (32, 32, 3), **unused: Any) -> dict[str, int]:
+  """Closed-form cost of the ``nasnet`` child network of ``arch`` (auxiliary head excluded).
+
+  Stem conv3x3 (``stem_multiplier * C``); per cell a 1x1 (or, after a
+  reduction, a factorized reduce) preprocessing of each input; per node input
+  a separable conv (two ReLU-dw-pw-BN halves, the first strided on a
+  reduction cell's inputs), a pool, an identity or, strided, a factorized
+  reduce; the cell output concatenates the loose ends; global pooling and a
+  linear classifier. Same convention as ``nas_jax.cost.count_cost``.
+
+  Example:
+    >>> arch = np.zeros((2, 5, 4), np.int32)  # every node: sep_conv_3x3 of input 0, twice
+    >>> child_cost(arch, init_channels=8, layers=3, input_shape=(8, 8, 1))["params"] > 0
+    True
+  """
+  del unused
+  sep_k = {SEP3: 3, SEP5: 5}
+  identity = IDENTITY
+  a = np.asarray(arch, np.int64).reshape(2, num_nodes, 4)
+  cfg = SupernetConfig(num_classes=num_classes, init_channels=init_channels, layers=layers,
+                       num_nodes=num_nodes, stem_multiplier=stem_multiplier)
+  h, w, c_in = (int(v) for v in input_shape)
+  c_stem = stem_multiplier * init_channels
+  flops, params = h * w * 9 * c_in * c_stem, 9 * c_in * c_stem + 2 * c_stem
+  size_pp = size_p = (h, w)
+  c_pp = c_p = c_stem
+  for cell in cfg.plan():
+    c, red = cell["channels"], cell["reduction"]
+    area_p = size_p[0] * size_p[1]
+    if cell["reduction_prev"]:  # factorized reduce of c_{k-2} to the size of c_{k-1}
+      flops += area_p * c_pp * c
+    else:
+      flops += size_pp[0] * size_pp[1] * c_pp * c
+    flops += area_p * c_p * c
+    params += (c_pp * c + 2 * c) + (c_p * c + 2 * c)
+    out = _half(size_p) if red else size_p
+    area = out[0] * out[1]
+    cell_arch = a[int(red)]
+    for n in range(num_nodes):
+      for slot in range(2):
+        inp, op = int(cell_arch[n, 2 * slot]), int(cell_arch[n, 2 * slot + 1])
+        if op in sep_k:
+          k = sep_k[op]
+          flops += 2 * area * (k * k * c + c * c)
+          params += 2 * (k * k * c + c * c + 2 * c)
+        elif op == identity and red and inp < 2:
+          flops += area * c * c
+          params += c * c + 2 * c
+    size_pp, size_p = size_p, out
+    c_pp, c_p = c_p, len(loose_ends(cell_arch)) * c
+  flops += c_p * num_classes
+  params += c_p * num_classes + num_classes
+  return {"flops": int(flops), "params": int(params)}

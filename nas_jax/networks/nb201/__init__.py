@@ -52,6 +52,7 @@ import optax
 from nas_jax.networks import supernet as supernet_lib
 from nas_jax.spaces.nb201 import EDGES, NUM_EDGES, NUM_OPS, OPS
 
+from . import child as child_lib
 from . import continuous as continuous_lib
 from .child import NB201Child, build_child, child_variables_from_supernet
 from .common import AVG, CONV1, CONV3, NONE, SKIP, SupernetConfig, useful_edges
@@ -154,6 +155,10 @@ class NB201Family:
   def build_child(self, space: Any, arch: Any, **config: Any) -> NB201Child:
     """See the module function ``build_child``."""
     return build_child(space, arch, **config)
+
+  def cost(self, arch: Any, **config: Any) -> dict[str, int]:
+    """Closed-form FLOPs / parameters of the child (``child.child_cost``; ``runner.costs.CostModel``)."""
+    return child_lib.child_cost(arch, **config)
 
 
 FAMILY = NB201Family()

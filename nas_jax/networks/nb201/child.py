@@ -178,3 +178,48 @@ def child_variables_from_supernet(arch: Any, params: Params, batch_stats: Params
         s[f"e{e}"] = {key: batch_stats[name][f"e{e}"][key]}
     out_p[name], out_s[name] = p, s
   return {"params": out_p, "batch_stats": out_s}
+
+
+def _conv_out(size: int, stride: int) -> int:
+  """Spatial size after a 'same'-padded 3x3 or 1x1 convolution with ``stride``."""
+  return (size - 1) // stride + 1
+
+
+def child_cost(arch: Any, *, num_classes: int = 10, init_channels: int = 16, layers: int = 5,
+               input_shape: tuple[int, int, int] = (32, 32, 3), **unused: Any) -> dict[str, int]:
+  """Closed-form cost of the NAS-Bench-201 network of ``arch``.
+
+  The same convention as ``nas_jax.cost.count_cost``: multiply-adds of the
+  convolutions and the classifier for one image; trainable parameters (conv
+  weights, BN scale and bias, the classifier's weights and bias). Only the
+  edges that reach the cell output count (the child computes only those).
+
+  Example:
+    >>> child_cost([0, 0, 0, 0, 0, 0])["flops"] < child_cost([3, 3, 3, 3, 3, 3])["flops"]
+    True
+  """
+  del unused
+  conv_k = {CONV1: 1, CONV3: 3}
+  a = [int(v) for v in np.asarray(arch).reshape(-1)]
+  useful = useful_edges(a)
+  h, w, c_in = (int(v) for v in input_shape)
+  c = init_channels
+  flops = h * w * 9 * c_in * c
+  params = 9 * c_in * c + 2 * c
+  for stage in range(3):
+    if stage:
+      h2, w2 = _conv_out(h, 2), _conv_out(w, 2)
+      flops += h2 * w2 * 9 * c * 2 * c + h2 * w2 * 9 * 4 * c * c + (h // 2) * (w // 2) * c * 2 * c
+      params += 9 * c * 2 * c + 2 * 2 * c + 9 * 4 * c * c + 2 * 2 * c + c * 2 * c
+      h, w, c = h2, w2, 2 * c
+    per_cell_flops = per_cell_params = 0
+    for e, op in enumerate(a):
+      if useful[e] and op in conv_k:
+        k = conv_k[op]
+        per_cell_flops += h * w * k * k * c * c
+        per_cell_params += k * k * c * c + 2 * c
+    flops += layers * per_cell_flops
+    params += layers * per_cell_params
+  flops += c * num_classes
+  params += 2 * c + c * num_classes + num_classes
+  return {"flops": int(flops), "params": int(params)}
