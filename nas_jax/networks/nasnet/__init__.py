@@ -67,6 +67,7 @@ import optax
 from nas_jax.networks import supernet as supernet_lib
 
 from . import child as child_lib
+from . import continuous as continuous_lib
 from .child import NasNetChild, build_child, child_variables_from_supernet
 from .common import (AVG, IDENTITY, MAX, NUM_OPS, OPS, SEP3, SEP5, SupernetConfig, as_config, check_arch,
                      loose_end_mask, random_arch)
@@ -154,6 +155,10 @@ class NasnetContinuous:
   def derive(self, weights: Any, config: Any = None) -> np.ndarray:
     """See ``derive_arch`` (``config`` gives B; None: the default 5)."""
     return derive_arch(weights, 5 if config is None else as_config(config).num_nodes)
+
+  def one_hot_weights(self, arch: Any, config: Any = None) -> jax.Array:
+    """See ``continuous.one_hot_weights`` (the cell output keeps all B nodes)."""
+    return continuous_lib.one_hot_weights(arch, None if config is None else as_config(config).num_nodes)
 
 
 class NasnetFamily:

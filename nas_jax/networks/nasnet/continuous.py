@@ -199,6 +199,39 @@ def continuous_apply(params: Params, batch_stats: Params, arch_params: jax.Array
   return apply_head(params["classifier"], h1), new_stats
 
 
+def one_hot_weights(arch: Any, num_nodes: int | None = None) -> jax.Array:
+  """Switch weights ``float32[2, E, 5]`` that select ``arch``'s edges and ops.
+
+  Every branch ``(input, op)`` of node ``n`` puts 1 on op ``op`` of edge
+  ``edge_index(n, input)`` (a node whose two inputs are the same state puts
+  both on that edge). Under ``mode="switch"`` the relaxed cell then computes
+  ``arch``'s nodes exactly; its output is all B nodes (this relaxation's
+  layout, as in DARTS), where the child network keeps the loose ends only.
+  ``derive_arch(one_hot_weights(a))`` is ``a`` up to the order of a node's
+  two branches. Jittable.
+
+  Args:
+    arch: int32[2, B, 4].
+    num_nodes: B (None: read from ``arch``).
+
+  Returns:
+    float32[2, E, 5].
+
+  Example:
+    >>> a = jnp.array([[[0, 4, 1, 0], [2, 1, 0, 3]]] * 2)  # B = 2
+    >>> w = one_hot_weights(a)
+    >>> w.shape, float(w.sum()), derive_arch(w, 2)[0].tolist()
+    ((2, 5, 5), 8.0, [[0, 4, 1, 0], [0, 3, 2, 1]])
+  """
+  a = jnp.asarray(arch, jnp.int32)
+  b = a.shape[1] if num_nodes is None else num_nodes
+  chex.assert_shape(a, (2, b, 4))
+  offsets = jnp.asarray([edge_index(n, 0) for n in range(b)], jnp.int32)
+  edges = offsets[None, :, None] + a[..., 0::2]  # [2, B, 2]
+  cells = jnp.broadcast_to(jnp.arange(2, dtype=jnp.int32)[:, None, None], edges.shape)
+  return jnp.zeros((2, num_mixed_edges(b), NUM_OPS), jnp.float32).at[cells, edges, a[..., 1::2]].add(1.0)
+
+
 def derive_arch(weights: Any, num_nodes: int = 5) -> np.ndarray:
   """A discrete architecture from relaxed weights (DARTS rule).
 
