@@ -20,12 +20,72 @@ Example:
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 Genotype = dict[str, Any]
+
+
+class TokenKinds(NamedTuple):
+  """Which token positions pick an earlier node (the ENAS controller's pointer choices).
+
+  The token sequence describes *nodes* in ascending order: each node's
+  positions are consecutive, and a node may have none (a cell's inputs, which
+  are given, not decided). An *input position* chooses one earlier node;
+  every other position chooses an operation (or activation).
+
+  Attributes:
+    node: int32[L], the node that each position decides about (non-decreasing).
+    target: int32[L, V], on an input position the node that token ``v``
+      designates (an earlier node; -1 where ``token_mask()`` forbids ``v``);
+      all -1 on the other positions.
+    num_nodes: the number of nodes, given ones included.
+  """
+  node: np.ndarray
+  target: np.ndarray
+  num_nodes: int
+
+
+def cell_token_kinds(mask: np.ndarray, num_cells: int, num_nodes: int,
+                     input_token0: int) -> TokenKinds:
+  """``TokenKinds`` of the NASNet-style cell layout (``nasnet``, ``darts``).
+
+  Tokens per node ``(input0, op0, input1, op1)``, cell after cell; an input
+  token ``input_token0 + k`` designates the cell input ``k`` (``k < 2``) or
+  the cell's node ``k - 2``. Each cell numbers its nodes afresh: its two
+  inputs, then its ``num_nodes`` nodes (``num_nodes + 2`` nodes per cell).
+
+  Args:
+    mask: the space's ``token_mask()``, bool[num_cells * num_nodes * 4, V].
+    num_cells: cells in the sequence (normal, reduction).
+    num_nodes: decided nodes per cell.
+    input_token0: the token of input 0.
+
+  Returns:
+    The ``TokenKinds``.
+
+  Example:
+    >>> from nas_jax.spaces.nasnet import NasNetSpace
+    >>> kinds = NasNetSpace().token_kinds()
+    >>> kinds.num_nodes, kinds.node[:8].tolist()
+    (14, [2, 2, 2, 2, 3, 3, 3, 3])
+    >>> kinds.target[4].tolist()  # node 1's input0: tokens 1, 2, 3 -> cell inputs 0, 1, node 0
+    [-1, 0, 1, 2, -1, -1, -1, -1, -1, -1, -1, -1]
+  """
+  per_cell = num_nodes + 2
+  length, vocab = mask.shape
+  if length != num_cells * num_nodes * 4:
+    raise ValueError(f"cell_token_kinds: mask has {length} positions, expected "
+                     f"{num_cells * num_nodes * 4} (cells x nodes x 4)")
+  t = np.arange(length)
+  cell, i, slot = t // (4 * num_nodes), (t // 4) % num_nodes, t % 4
+  node = (cell * per_cell + 2 + i).astype(np.int32)
+  v = np.arange(vocab)
+  target = (cell * per_cell)[:, None] + (v - input_token0)[None, :]
+  is_input = (slot % 2 == 0)[:, None] & mask
+  return TokenKinds(node, np.where(is_input, target, -1).astype(np.int32), num_cells * per_cell)
 
 
 class SearchSpace(abc.ABC):
@@ -94,6 +154,23 @@ class SearchSpace(abc.ABC):
   @abc.abstractmethod
   def token_mask(self) -> np.ndarray:
     """bool[L, V]: which tokens are valid at each position (0 never is)."""
+
+  def token_kinds(self) -> TokenKinds:
+    """Which positions choose an earlier node (``TokenKinds``); optional.
+
+    Default: none do; every position is its own node and chooses an
+    operation. Spaces whose positions pick inputs override it (the ENAS
+    controller then uses pointer attention there).
+
+    Example:
+      >>> from nas_jax.spaces import get_space
+      >>> kinds = get_space("nb201").token_kinds()
+      >>> kinds.num_nodes, int(kinds.target.max())
+      (6, -1)
+    """
+    length = self.token_length
+    return TokenKinds(np.arange(length, dtype=np.int32),
+                      np.full((length, self.vocab_size), -1, np.int32), length)
 
   def augment_tokens(self, key: jax.Array, tokens: jax.Array) -> jax.Array:
     """A token sequence of the same architecture (NAO's symmetric swap).

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nas_jax.spaces.base import Genotype, SearchSpace
+from nas_jax.spaces.base import Genotype, SearchSpace, TokenKinds, cell_token_kinds
 from nas_jax.spaces.nb201 import as_integer_array, uniform_ints
 
 # DARTS cnn/genotypes.py PRIMITIVES, without 'none' (a derived cell never holds it).
@@ -298,6 +298,10 @@ class DartsSpace(SearchSpace):
     hi = lo + NUM_CHOICES.reshape(-1)  # exclusive
     v = np.arange(self.vocab_size)
     return (v >= lo[:, None]) & (v < hi[:, None])
+
+  def token_kinds(self) -> TokenKinds:
+    """Input positions point at the cell's inputs or earlier nodes (``cell_token_kinds``)."""
+    return cell_token_kinds(self.token_mask(), NUM_CELLS, NUM_NODES, INPUT_TOKEN0)
 
   def augment_tokens(self, key: jax.Array, tokens: jax.Array) -> jax.Array:
     """NAO's symmetric swap: each node's two branches swapped with probability 0.5.

@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nas_jax.spaces.base import Genotype, SearchSpace
+from nas_jax.spaces.base import Genotype, SearchSpace, TokenKinds
 from nas_jax.spaces.nb201 import as_integer_array, uniform_ints
 
 #: Activations in ENAS's id order (``ptb_enas_child.py``: 0 tanh, 1 relu, 2 identity, 3 sigmoid).
@@ -343,6 +343,19 @@ class RNNSpace(SearchSpace):
     hi = lo + self._num_choices.reshape(-1)[self._token_pos]  # exclusive
     v = np.arange(self.vocab_size)
     return (v >= lo[:, None]) & (v < hi[:, None])
+
+  def token_kinds(self) -> TokenKinds:
+    """Node ``i``'s input position points at node ``j < i`` (token ``j + 1``).
+
+    Example:
+      >>> kinds = RNNSpace(3).token_kinds()
+      >>> kinds.node.tolist(), kinds.target[3].tolist()  # node 2's input: tokens 1, 2 -> nodes 0, 1
+      ([0, 1, 1, 2, 2], [-1, 0, 1, -1, -1, -1, -1])
+    """
+    node = (self._token_pos // 2).astype(np.int32)
+    is_input = (self._token_pos % 2 == 0)[:, None] & self.token_mask()
+    target = np.where(is_input, np.arange(self.vocab_size) - 1, -1).astype(np.int32)
+    return TokenKinds(node, target, self.num_nodes)
 
 
 def _enas_sequence(seq: str) -> dict[str, Any]:

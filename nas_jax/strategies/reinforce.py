@@ -52,14 +52,8 @@ import optax
 
 from nas_jax.spaces.base import SearchSpace
 from nas_jax.strategies.base import State, Strategy
+from nas_jax.strategies.policy import checked_token_mask, masked_log_probs
 from nas_jax.strategies.random_search import check_float, check_int, check_tell
-
-_MASKED = -1e9  # logit of a forbidden token
-
-
-def masked_log_probs(logits: jax.Array, mask: jax.Array) -> jax.Array:
-  """float[L, V] log-probabilities with forbidden tokens at (effectively) -inf."""
-  return jax.nn.log_softmax(jnp.where(mask, logits, _MASKED), axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("space", "n"))
@@ -124,11 +118,7 @@ class Reinforce(Strategy):
     self.ema_momentum = check_float(self.config, "ema_momentum", self.name, 0.0, 1.0,
                                     high_open=True)
     self.batch_size = check_int(self.config, "batch_size", self.name, 1)
-    mask = np.asarray(space.token_mask(), dtype=bool)
-    if mask.shape != (space.token_length, space.vocab_size) or not mask.any(axis=1).all():
-      raise ValueError(f"space {space.name!r} token_mask() must be bool[{space.token_length}, "
-                       f"{space.vocab_size}] with an allowed token at every position")
-    self.mask = jnp.asarray(mask)
+    self.mask = jnp.asarray(checked_token_mask(space, self.name))
 
   def init(self, key: jax.Array) -> State:
     """State: ``logits`` [L, V], Adam ``opt_state``, EMA ``ema_num``/``ema_den``, count."""

@@ -1,0 +1,391 @@
+"""ENAS's controller (Pham et al., ICML 2018): an LSTM that writes an architecture.
+
+The controller reads and writes the space's token view (``space.to_tokens``,
+``token_mask()``), one decision per LSTM step, and learns by REINFORCE
+(``nas_jax.strategies.enas``). Two kinds of decisions, as in the authors' code
+(``src/cifar10/micro_controller.py``, ``src/ptb/ptb_enas_controller.py``):
+
+* an **operation** (or activation): logits ``W_soft h + b`` over the tokens
+  the mask allows; the next input is the chosen token's embedding;
+* an **input** (a position that ``space.token_kinds()`` marks as choosing an
+  earlier node): pointer attention over the earlier nodes,
+  ``logit_j = v . tanh(W_1 a_j + W_2 h)`` with ``a_j`` node ``j``'s anchor;
+  the next input is that node's anchor state.
+
+Anchors follow ENAS's micro controller: a *given* node (a cell's two inputs)
+gets one LSTM step on the learned start embedding ``g_emb`` (its attention
+key from that step, its state zero); a *decided* node gets, after its last
+decision, one more LSTM step whose output is its anchor; the next node starts
+again from ``g_emb``. Spaces without input positions (``nb201``) get a plain
+autoregressive LSTM over the positions. The state runs on across cells (the
+reduction cell continues from the normal cell's state, as in ENAS).
+
+Logits are shaped as ENAS's flags say: ``logits / temperature``, then
+``tanh_constant * tanh(logits)`` (``tanh_constant / op_tanh_reduce`` on
+operation decisions). Every parameter is drawn uniform in [-0.1, 0.1] (ENAS
+``_create_params``).
+
+Differences from the authors' controllers: decisions follow the space's token
+order (``nasnet``: input0, op0, input1, op1 per node; ENAS: input0, input1,
+op0, op1); the micro controller's sep-conv logit bias (learned bias started
+at 10 and a fixed +0.25 on the normal cell) is not used; on ``rnn`` the
+anchors are the micro controller's (ENAS's PTB controller keys a node by the
+state at its own input decision, subtracts ``(i - j)^2 / 6`` from the
+pointer logits and divides the anchor input by ``0.1 + i - j``).
+
+The sampler is one jitted function of ``(params, key)``: the architecture is
+data, so one compilation serves every sample, and ``sample`` draws many at
+once (``vmap``).
+
+Example:
+    >>> from nas_jax.spaces import get_space
+    >>> controller = Controller.for_space(get_space("nasnet"), hidden_size=16)
+    >>> params = init_params(controller, jax.random.key(0))
+    >>> tokens, log_prob, entropy = sample(controller, params, jax.random.key(1), 3)
+    >>> tokens.shape, log_prob.shape
+    ((3, 40), (3,))
+    >>> bool(jnp.allclose(sequence_log_prob(controller, params, tokens)[0], log_prob, atol=1e-5))
+    True
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_jax.spaces.base import SearchSpace, TokenKinds
+from nas_jax.strategies.policy import MASKED_LOGIT, masked_log_probs
+
+Params = Any  # nested dict of arrays
+
+# Steps of the controller's schedule.
+GIVEN, OP, INPUT, ANCHOR = 0, 1, 2, 3
+#: Every controller parameter starts uniform in [-INIT_RANGE, INIT_RANGE]
+#: (ENAS ``micro_controller.py`` / ``ptb_enas_controller.py``: random_uniform(-0.1, 0.1)).
+INIT_RANGE = 0.1
+
+
+def check_token_kinds(kinds: TokenKinds, mask: np.ndarray, space_name: str) -> None:
+  """Raises ``ValueError`` (naming the position) unless ``kinds`` fits ``mask``.
+
+  Args:
+    kinds: ``space.token_kinds()``.
+    mask: ``space.token_mask()``, bool[L, V].
+    space_name: for the message.
+  """
+  length, vocab = mask.shape
+  node, target = np.asarray(kinds.node), np.asarray(kinds.target)
+  where = f"space {space_name!r} token_kinds()"
+  if node.shape != (length,) or target.shape != (length, vocab):
+    raise ValueError(f"{where}: node must be int[{length}] and target int[{length}, {vocab}], "
+                     f"got {node.shape} and {target.shape}")
+  if (node < 0).any() or (node >= kinds.num_nodes).any() or (np.diff(node) < 0).any():
+    raise ValueError(f"{where}: node must be non-decreasing in 0..{kinds.num_nodes - 1}")
+  for t in range(length):
+    row = target[t]
+    if (row < 0).all():
+      continue
+    if not ((row >= 0) == mask[t]).all():
+      raise ValueError(f"{where}: input position {t} must name a node for exactly the tokens "
+                       "token_mask() allows there")
+    if (row[mask[t]] >= node[t]).any():
+      raise ValueError(f"{where}: input position {t} (node {node[t]}) may only point at "
+                       f"earlier nodes, got {sorted(set(row[mask[t]].tolist()))}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Controller:
+  """Static description of a controller (hashable: jitted functions take it as static).
+
+  Build it with ``Controller.for_space``; the parameters live apart
+  (``init_params``).
+
+  Attributes:
+    mask: ``token_mask()`` as nested tuples, [L][V].
+    node: ``token_kinds().node`` as a tuple.
+    target: ``token_kinds().target`` as nested tuples.
+    num_nodes: ``token_kinds().num_nodes``.
+    hidden_size: LSTM width (ENAS paper 100; authors' CIFAR code 64).
+    num_layers: stacked LSTM layers (ENAS code 1).
+    tanh_constant: ``c`` in ``c * tanh(logits)``, or None (no squashing).
+    op_tanh_reduce: operation decisions use ``c / op_tanh_reduce``.
+    temperature: logits are divided by it first, or None.
+  """
+  mask: tuple[tuple[bool, ...], ...]
+  node: tuple[int, ...]
+  target: tuple[tuple[int, ...], ...]
+  num_nodes: int
+  hidden_size: int = 64
+  num_layers: int = 1
+  tanh_constant: float | None = None
+  op_tanh_reduce: float = 1.0
+  temperature: float | None = None
+
+  @classmethod
+  def for_space(cls, space: SearchSpace, **settings) -> "Controller":
+    """The controller of ``space`` (its token mask and token kinds).
+
+    Args:
+      space: any search space.
+      **settings: ``hidden_size``, ``num_layers``, ``tanh_constant``,
+        ``op_tanh_reduce``, ``temperature``.
+
+    Example:
+      >>> from nas_jax.spaces import get_space
+      >>> c = Controller.for_space(get_space("nb201"), hidden_size=8)
+      >>> c.token_length, c.vocab_size, c.has_inputs
+      (6, 6, False)
+    """
+    mask = np.asarray(space.token_mask(), bool)
+    kinds = space.token_kinds()
+    check_token_kinds(kinds, mask, space.name)
+    return cls(mask=tuple(map(tuple, mask.tolist())),
+               node=tuple(int(n) for n in kinds.node),
+               target=tuple(map(tuple, np.asarray(kinds.target).tolist())),
+               num_nodes=int(kinds.num_nodes), **settings)
+
+  def __post_init__(self):
+    if self.hidden_size < 1 or self.num_layers < 1:
+      raise ValueError(f"controller hidden_size={self.hidden_size} and num_layers="
+                       f"{self.num_layers} must be >= 1")
+    for name in ("tanh_constant", "temperature"):
+      value = getattr(self, name)
+      if value is not None and not value > 0:
+        raise ValueError(f"controller {name}={value!r} must be > 0 or None (off)")
+    if not self.op_tanh_reduce > 0:
+      raise ValueError(f"controller op_tanh_reduce={self.op_tanh_reduce!r} must be > 0")
+
+  @property
+  def token_length(self) -> int:
+    return len(self.mask)
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self.mask[0])
+
+  @property
+  def has_inputs(self) -> bool:
+    """Whether any position chooses an earlier node (then anchors are built)."""
+    return any(v >= 0 for row in self.target for v in row)
+
+  @functools.cached_property
+  def schedule(self) -> tuple[tuple[int, int, int], ...]:
+    """The LSTM steps: ``(kind, position or -1, node)`` with kind GIVEN/OP/INPUT/ANCHOR.
+
+    Example:
+      >>> from nas_jax.spaces import get_space
+      >>> steps = Controller.for_space(get_space("nasnet")).schedule
+      >>> len(steps), steps[:3], steps[6]  # 2 given inputs, then node 0: in, op, in, op, anchor
+      (54, ((0, -1, 0), (0, -1, 1), (2, 0, 2)), (3, -1, 2))
+    """
+    steps = []
+    inputs = self.has_inputs
+    positions = {}
+    for t, n in enumerate(self.node):
+      positions.setdefault(n, []).append(t)
+    for n in range(self.num_nodes):
+      if n not in positions:
+        if inputs:
+          steps.append((GIVEN, -1, n))
+        continue
+      for t in positions[n]:
+        steps.append((INPUT if max(self.target[t]) >= 0 else OP, t, n))
+      if inputs:
+        steps.append((ANCHOR, -1, n))
+    return tuple(steps)
+
+
+class _Layers:
+  """The flax layers (stateless descriptions; parameters live apart)."""
+
+  def __init__(self, c: Controller):
+    h = c.hidden_size
+    self.lstm = [nn.OptimizedLSTMCell(h) for _ in range(c.num_layers)]
+    self.embed = nn.Embed(c.vocab_size, h)
+    self.soft = nn.Dense(c.vocab_size)
+    self.attn_1 = nn.Dense(h, use_bias=False)
+    self.attn_2 = nn.Dense(h, use_bias=False)
+    self.attn_v = nn.Dense(1, use_bias=False)
+
+
+def init_params(controller: Controller, key: jax.Array) -> Params:
+  """Controller parameters, every entry uniform in [-0.1, 0.1] (ENAS).
+
+  Args:
+    controller: the controller.
+    key: PRNG key.
+
+  Returns:
+    A dict: ``lstm_<i>``, ``g_emb``, ``embed``, ``soft`` and, where the space
+    has input positions, ``attn_1``, ``attn_2``, ``attn_v``.
+
+  Example:
+    >>> from nas_jax.spaces import get_space
+    >>> p = init_params(Controller.for_space(get_space("nb201"), hidden_size=8), jax.random.key(0))
+    >>> sorted(p), p["g_emb"].shape
+    (['embed', 'g_emb', 'lstm_0', 'soft'], (8,))
+  """
+  c, layers = controller, _Layers(controller)
+  h = jnp.zeros(c.hidden_size)
+  params = {f"lstm_{i}": cell.init(key, (h, h), h)["params"] for i, cell in enumerate(layers.lstm)}
+  params["g_emb"] = h
+  params["embed"] = layers.embed.init(key, jnp.zeros((), jnp.int32))["params"]
+  params["soft"] = layers.soft.init(key, h)["params"]
+  if c.has_inputs:
+    for name in ("attn_1", "attn_2", "attn_v"):
+      params[name] = getattr(layers, name).init(key, h)["params"]
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  leaves = [jax.random.uniform(k, x.shape, jnp.float32, -INIT_RANGE, INIT_RANGE)
+            for k, x in zip(keys, leaves)]
+  return jax.tree.unflatten(tree, leaves)
+
+
+def _shape_logits(c: Controller, raw: jax.Array, const: float | None) -> jax.Array:
+  """ENAS's logit shaping: ``raw / temperature``, then ``const * tanh``."""
+  if c.temperature is not None:
+    raw = raw / c.temperature
+  if const is not None:
+    raw = const * jnp.tanh(raw)
+  return raw
+
+
+def unroll(controller: Controller, params: Params, noise: jax.Array | None,
+           tokens: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One architecture: sampled (Gumbel ``noise``) or scored (teacher-forced ``tokens``).
+
+  Pure and traceable; vmap it over keys or token sequences. The schedule runs
+  as one ``lax.scan`` whose step switches on the (unbatched) step kind, so the
+  program, and its compile time, does not grow with the number of decisions.
+
+  Args:
+    controller: the controller.
+    params: its parameters.
+    noise: float[L, V] standard Gumbel noise to sample with (Gumbel-max:
+      the decision at position ``t`` is ``argmax(log_probs + noise[t])``,
+      what ``jax.random.categorical`` does), or None to score ``tokens``.
+    tokens: int32[L] tokens to score (when ``noise`` is None).
+
+  Returns:
+    ``(tokens int32[L], log_prob float[L], entropy float[L])``: the tokens,
+    the log-probability of each decision and the entropy of each decision's
+    distribution.
+  """
+  c, layers = controller, _Layers(controller)
+  if (noise is None) == (tokens is None):
+    raise ValueError("unroll: give exactly one of noise (sample) and tokens (score)")
+  length, vocab, hidden = c.token_length, c.vocab_size, c.hidden_size
+  mask = jnp.asarray(np.asarray(c.mask, bool))
+  target = jnp.asarray(np.maximum(np.asarray(c.target, np.int32), 0))
+  steps = np.asarray(c.schedule, np.int32).reshape(-1, 3)
+  kinds, positions, nodes = (jnp.asarray(steps[:, i]) for i in range(3))
+  positions = jnp.maximum(positions, 0)
+  if tokens is None:
+    forced = jnp.zeros(length, jnp.int32)
+  else:
+    noise = jnp.zeros((length, vocab))
+    forced = jnp.asarray(tokens, jnp.int32)
+
+  def apply(layer, name, *args):
+    return layer.apply({"params": params[name]}, *args)
+
+  inputs = c.has_inputs
+  op_const = None if c.tanh_constant is None else c.tanh_constant / c.op_tanh_reduce
+
+  def op_logits(h, keys):
+    del keys
+    return _shape_logits(c, apply(layers.soft, "soft", h), op_const)
+
+  def pointer_logits(h, keys, t):
+    query = apply(layers.attn_2, "attn_2", h)
+    scores = apply(layers.attn_v, "attn_v", jnp.tanh(keys[target[t]] + query))[:, 0]
+    return _shape_logits(c, scores, c.tanh_constant)
+
+  def step(state, xs):
+    # Every step writes unconditionally (a non-writing step writes a scratch row),
+    # so the carry is updated in place; only the pointer logits sit under a
+    # cond, whose predicate is not batched (it stays a branch under vmap).
+    kind, t, n = xs
+    x = state["x"]
+    lstm = list(state["lstm"])
+    for i, cell in enumerate(layers.lstm):
+      lstm[i], x = apply(cell, f"lstm_{i}", lstm[i], x)
+    h = x
+    decides = (kind == OP) | (kind == INPUT)
+    if inputs:
+      logits = jnp.where(kind == INPUT, pointer_logits(h, state["keys"], t), op_logits(h, None))
+    else:
+      logits = op_logits(h, None)
+    logp = masked_log_probs(logits, mask[t])
+    tok = forced[t] if tokens is not None else jnp.argmax(logp + noise[t]).astype(jnp.int32)
+    slot = jnp.where(decides, t, length)  # row `length` is scratch
+    new = {"lstm": tuple(lstm),
+           "tok": state["tok"].at[slot].set(tok),
+           "logp": state["logp"].at[slot].set(logp[tok]),
+           "ent": state["ent"].at[slot].set(-jnp.sum(jnp.exp(logp) * logp))}
+    x_next = apply(layers.embed, "embed", tok)
+    if inputs:
+      writes = (kind == GIVEN) | (kind == ANCHOR)
+      node = jnp.where(writes, n, c.num_nodes)  # row `num_nodes` is scratch
+      new["keys"] = state["keys"].at[node].set(apply(layers.attn_1, "attn_1", h))
+      new["values"] = state["values"].at[node].set(jnp.where(kind == ANCHOR, h, 0.0))
+      x_next = jnp.where(kind == INPUT, state["values"][target[t, tok]], x_next)
+      x_next = jnp.where(writes, params["g_emb"], x_next)
+    new["x"] = x_next
+    return new, None
+
+  h0 = jnp.zeros(hidden)
+  state = {"lstm": tuple((h0, h0) for _ in layers.lstm), "x": params["g_emb"],
+           "tok": jnp.zeros(length + 1, jnp.int32), "logp": jnp.zeros(length + 1),
+           "ent": jnp.zeros(length + 1)}
+  if inputs:
+    state["keys"] = jnp.zeros((c.num_nodes + 1, hidden))
+    state["values"] = jnp.zeros((c.num_nodes + 1, hidden))
+  state, _ = jax.lax.scan(step, state, (kinds, positions, nodes))
+  return state["tok"][:length], state["logp"][:length], state["ent"][:length]
+
+
+@functools.partial(jax.jit, static_argnames=("controller", "num_samples"))
+def sample(controller: Controller, params: Params, key: jax.Array,
+           num_samples: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``num_samples`` token sequences, vmapped; one compilation per (controller, count).
+
+  Args:
+    controller: the controller (static).
+    params: its parameters.
+    key: PRNG key (the same key gives the same samples).
+    num_samples: how many (static).
+
+  Returns:
+    ``(tokens int32[N, L], log_prob float[N], entropy float[N])``, the
+    log-probability and entropy summed over each sequence's decisions.
+  """
+  # One flat draw of Gumbel noise for every sample and decision. Measured on CPU
+  # (jax 0.10, partitionable threefry): a [1000, 40, 12] draw compiled in 8 s, the
+  # same count drawn flat in 0.7 s; per-sample draws under vmap were slower still.
+  shape = (num_samples, controller.token_length, controller.vocab_size)
+  noise = jax.random.gumbel(key, (int(np.prod(shape)),)).reshape(shape)
+  tok, lp, ent = jax.vmap(lambda g: unroll(controller, params, g))(noise)
+  return tok, lp.sum(-1), ent.sum(-1)
+
+
+@functools.partial(jax.jit, static_argnames=("controller",))
+def sequence_log_prob(controller: Controller, params: Params,
+                      tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Log-probability and entropy (summed over decisions) of given token sequences.
+
+  Args:
+    controller: the controller (static).
+    params: its parameters.
+    tokens: int32[N, L] valid token sequences.
+
+  Returns:
+    ``(log_prob float[N], entropy float[N])``.
+  """
+  _, lp, ent = jax.vmap(lambda t: unroll(controller, params, None, t))(tokens)
+  return lp.sum(-1), ent.sum(-1)
