@@ -1,0 +1,172 @@
+"""Learning-curve prediction and early stopping on recorded training logs (Baker et al. 2018).
+
+Reads a zip of NAS-Bench-NLP-format logs (``nas_jax.data.nbnlp_logs``; bad
+logs are skipped and counted), then ``--splits`` times: fits the sequential
+regression models (``nas_jax.predictors.learning_curves``) on ``--n-fit``
+randomly chosen curves and, on the rest, measures
+
+* ``r2``: for each regressor, R^2 of the final value of ``--column``
+  (validation loss) predicted from the first 10 %, 25 %, 50 % of the epochs
+  (``floor(fraction * T)`` epochs);
+* early stopping: ``--orders`` random searches over the held-out curves (the
+  curves act as the evaluator), each run stopped when P(final beats the best so
+  far) < ``--delta`` under the ``--stop-model`` regressor; ``speedup`` = epochs
+  of full training / epochs trained, ``regret`` = (best final value found -
+  best of all) / best of all.
+
+Writes JSON with ``r2`` (regressor -> fraction -> mean over splits),
+``speedup`` and ``regret`` (means over splits x orders) and details
+(``r2_per_split``, ``speedup_per_run``, ``regret_per_run``, ``regret_max``,
+``speedup_incl_fit`` (the fitting curves counted as fully trained runs too),
+``cv_rmse_per_split``, ``skipped``, ``seconds``, ...).
+
+Usage:
+    python benchmarks/lce.py --logs ../shared/data/nasbench-nlp-wikitext2-logs.zip --out runs/lce.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from nas_jax.data import nbnlp_logs
+from nas_jax.predictors import learning_curves as lc
+
+FRACTIONS = (0.1, 0.25, 0.5)  # the issue's observed fractions of the curve
+
+
+def r2_score(y, pred) -> float:
+  y, pred = np.asarray(y, np.float64), np.asarray(pred, np.float64)
+  ss = float(np.sum((y - y.mean()) ** 2))
+  return float(1.0 - np.sum((y - pred) ** 2) / ss) if ss > 0 else float("nan")
+
+
+def _one_split(curves, static, fit_idx, test_idx, *, regressors, fractions, n_search, cv, seed,
+               delta, orders, stop_model, min_epoch, higher_is_better) -> dict:
+  epochs = curves.shape[1]
+
+  def pick(idx):
+    return None if static is None else [static[i] for i in idx]
+
+  def tau_of(f):
+    return max(1, min(epochs - 1, int(math.floor(f * epochs))))
+
+  taus = sorted({tau_of(f) for f in fractions})
+  r2, cv_rmse, chosen = {}, {}, {}
+  for name in regressors:
+    srm = lc.SequentialRegressor(name, taus=taus, n_search=n_search, cv=cv, seed=seed)
+    srm.fit(curves[fit_idx], static=pick(fit_idx))
+    r2[name], cv_rmse[name], chosen[name] = {}, {}, {}
+    for f in fractions:
+      mean, _ = srm.predict(curves[test_idx, :tau_of(f)], static=pick(test_idx), tau=tau_of(f))
+      r2[name][str(f)] = r2_score(curves[test_idx, -1], mean)
+      cv_rmse[name][str(f)] = srm.models_[tau_of(f)].cv_rmse
+      chosen[name][str(f)] = srm.models_[tau_of(f)].params
+  srm = lc.SequentialRegressor(stop_model, taus=range(max(1, min_epoch), epochs), n_search=n_search,
+                               cv=cv, seed=seed)
+  srm.fit(curves[fit_idx], static=pick(fit_idx))
+  sims = [lc.simulate_early_stopping(srm, curves[test_idx], static=pick(test_idx),
+                                     higher_is_better=higher_is_better, delta=delta,
+                                     min_epoch=min_epoch, seed=seed * 1000 + k) for k in range(orders)]
+  return {"r2": r2, "cv_rmse": cv_rmse, "hyperparameters": chosen, "sims": sims}
+
+
+def run(logs_path: str, *, n_fit: int = 100, splits: int = 5, seed: int = 0,
+        column: str = "val_losses", regressors=lc.REGRESSORS, fractions=FRACTIONS,
+        n_search: int = lc.DEFAULT_SEARCH, cv: int = lc.DEFAULT_CV, delta: float = lc.DEFAULT_DELTA,
+        orders: int = 10, stop_model: str = "nusvr_rbf", min_epoch: int = 1,
+        use_static: bool = True, higher_is_better: bool = False) -> dict:
+  """The benchmark's figures as a dict (see the module docstring)."""
+  t0 = time.perf_counter()
+  logs = nbnlp_logs.load_logs(logs_path, column=column)
+  curves = logs.curves[column]
+  n, epochs = curves.shape
+  if not 0 < n_fit < n - 1:
+    raise ValueError(f"n_fit must leave at least 2 of the {n} usable curves for testing, got {n_fit}")
+  if splits < 1 or orders < 1:
+    raise ValueError(f"splits and orders must be >= 1, got {splits}, {orders}")
+  static = [logs.features(i) for i in range(n)] if use_static else None
+  per_split = []
+  for k in range(splits):
+    perm = np.random.default_rng(seed + k).permutation(n)
+    per_split.append(_one_split(
+        curves, static, perm[:n_fit], perm[n_fit:], regressors=regressors, fractions=fractions,
+        n_search=n_search, cv=cv, seed=seed + k, delta=delta, orders=orders,
+        stop_model=stop_model, min_epoch=min_epoch, higher_is_better=higher_is_better))
+  sims = [s for p in per_split for s in p["sims"]]
+  r2 = {name: {str(f): float(np.mean([p["r2"][name][str(f)] for p in per_split])) for f in fractions}
+        for name in regressors}
+  return {
+      "r2": r2,
+      "speedup": float(np.mean([s["speedup"] for s in sims])),
+      "regret": float(np.mean([s["regret"] for s in sims])),
+      "r2_per_split": [p["r2"] for p in per_split],
+      "speedup_per_run": [s["speedup"] for s in sims],
+      "regret_per_run": [s["regret"] for s in sims],
+      "regret_max": float(np.max([s["regret"] for s in sims])),
+      "stopped_per_run": [s["stopped"] for s in sims],
+      # Counting the fitting curves as fully trained too (they are this search's first runs).
+      "speedup_incl_fit": float(np.mean([(s["full_epochs"] + n_fit * epochs)
+                                         / (s["epochs"] + n_fit * epochs) for s in sims])),
+      "cv_rmse_per_split": [p["cv_rmse"] for p in per_split],
+      "hyperparameters_per_split": [p["hyperparameters"] for p in per_split],
+      "logs": os.path.basename(str(logs_path)), "column": column, "epochs": epochs,
+      "n_curves": n, "n_fit": n_fit, "n_test": n - n_fit, "splits": splits, "orders": orders,
+      "skipped": len(logs.skipped), "skipped_logs": logs.skipped, "fractions": list(fractions),
+      "delta": delta, "stop_model": stop_model, "min_epoch": min_epoch, "n_search": n_search,
+      "cv": cv, "static_features": use_static, "seed": seed,
+      "seconds": time.perf_counter() - t0,
+  }
+
+
+def main(argv: list[str] | None = None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=__doc__.split("\n\n", 1)[1])
+  parser.add_argument("--logs", required=True, help="zip of NAS-Bench-NLP-format JSON logs")
+  parser.add_argument("--out", required=True, help="JSON file to write")
+  # Baker et al. (2018) fit their models on 100 fully trained curves.
+  parser.add_argument("--n-fit", type=int, default=100, help="curves to fit on (the rest are tested)")
+  parser.add_argument("--splits", type=int, default=5,
+                      help="random fit / test splits (figures are their means)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--column", default="val_losses", help="curve column (lower is better)")
+  parser.add_argument("--regressors", nargs="+", default=list(lc.REGRESSORS), choices=lc.REGRESSORS)
+  parser.add_argument("--n-search", type=int, default=lc.DEFAULT_SEARCH,
+                      help="hyperparameter draws per regressor and tau")
+  parser.add_argument("--cv", type=int, default=lc.DEFAULT_CV, help="cross-validation folds")
+  parser.add_argument("--delta", type=float, default=lc.DEFAULT_DELTA, help="stopping threshold")
+  parser.add_argument("--orders", type=int, default=10, help="simulated random searches per split")
+  parser.add_argument("--stop-model", default="nusvr_rbf", choices=lc.REGRESSORS)
+  parser.add_argument("--min-epoch", type=int, default=1, help="earliest epoch a run may stop at")
+  parser.add_argument("--no-static", action="store_true",
+                      help="curve features only (no architecture / hyperparameter numbers)")
+  args = parser.parse_args(argv)
+  try:
+    result = run(args.logs, n_fit=args.n_fit, splits=args.splits, seed=args.seed, column=args.column,
+                 regressors=args.regressors, n_search=args.n_search, cv=args.cv, delta=args.delta,
+                 orders=args.orders, stop_model=args.stop_model, min_epoch=args.min_epoch,
+                 use_static=not args.no_static)
+  except ValueError as e:
+    raise SystemExit(f"lce.py: {e}") from None
+  for name, by_f in result["r2"].items():
+    print(f"R2 {name:14s} (mean of {result['splits']} splits) " + "  ".join(f"{float(f):.0%}: {v:.3f}" for f, v in by_f.items()))
+  print(f"early stopping ({result['stop_model']}, delta {result['delta']}): speedup "
+        f"{result['speedup']:.2f}x (incl. fitting curves {result['speedup_incl_fit']:.2f}x), "
+        f"regret {result['regret']:.3%} (max {result['regret_max']:.3%}) over {result['splits']} splits x "
+        f"{result['orders']} orders; {result['n_fit']} fit / {result['n_test']} test curves, "
+        f"{result['skipped']} logs skipped; "
+        f"{result['seconds']:.0f} s")
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(result, f, indent=1)
+  return result
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

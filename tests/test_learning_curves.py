@@ -1,0 +1,273 @@
+"""Tests of learning-curve prediction and early stopping (nas_jax.predictors.learning_curves),
+the training-log loader (nas_jax.data.nbnlp_logs) and benchmarks/lce.py, on tiny synthetic curves."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import pathlib
+import zipfile
+
+import numpy as np
+import pytest
+
+from nas_jax.data import nbnlp_logs
+from nas_jax.predictors import learning_curves as lc
+
+_PATH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "lce.py"
+_spec = importlib.util.spec_from_file_location("lce_benchmark", _PATH)
+lce = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lce)
+
+_RECIPE = json.dumps({"node_0": {"op": "linear", "input": ["x", "h_prev_0"]},
+                      "node_1": {"op": "activation_sigm", "input": ["node_0"]},
+                      "h_new_0": {"op": "elementwise_prod", "input": ["node_1", "h_prev_0"]}})
+
+
+def _loss_curves(n, epochs=12, seed=0):
+  """Loss curves: a run-specific floor and speed; the final value is a nonlinear function of the start."""
+  rng = np.random.default_rng(seed)
+  floor = rng.uniform(4.5, 6.0, n)
+  speed = rng.uniform(2.0, 6.0, n)
+  t = np.arange(1, epochs + 1)
+  curves = floor[:, None] + 2.5 * np.exp(-t[None] / speed[:, None])
+  return curves + rng.normal(0, 0.01, curves.shape), speed
+
+
+def _log(i, epochs, curve=None, **extra):
+  curve = list(curve) if curve is not None else [7.0 - 0.1 * j - 0.05 * (i % 7) for j in range(epochs)]
+  log = {"recepie": _RECIPE, "num_params": 1000 + i, "lr": 0.001, "epochs": epochs, "cuda": True,
+         "train_losses": [v + 0.2 for v in curve], "val_losses": curve,
+         "test_losses": [v + 0.05 for v in curve], "wall_times": [1.0] * len(curve)}
+  log.update(extra)
+  return log
+
+
+def _write_zip(path, logs):
+  with zipfile.ZipFile(path, "w") as z:
+    for name, log in logs.items():
+      z.writestr(name, log if isinstance(log, str) else json.dumps(log))
+  return path
+
+
+# -- features and regressors ----------------------------------------------------------------------
+
+def test_curve_features_values_and_shape():
+  curves = np.array([[4.0, 3.0, 2.5, 2.4], [1.0, 2.0, 4.0, 8.0]])
+  x = lc.curve_features(curves, 4, static=np.array([[1.0], [2.0]]))
+  assert x.shape == (2, 1 + 4 + 3 + 2)
+  np.testing.assert_allclose(x[1], [2.0, 1, 2, 4, 8, 1, 2, 4, 1, 2])
+  assert lc.curve_features(curves, 1).shape == (2, 1)  # no differences from one epoch
+  with pytest.raises(ValueError, match="tau"):
+    lc.curve_features(curves, 5)
+
+
+@pytest.mark.parametrize("model", lc.REGRESSORS)
+def test_every_regressor_fits_and_beats_predicting_the_mean(model):
+  curves, _ = _loss_curves(60)
+  train, test = curves[:40], curves[40:]
+  srm = lc.SequentialRegressor(model, taus=[4], n_search=4, seed=0).fit(train)
+  mean, std = srm.predict(test[:, :4])
+  assert mean.shape == std.shape == (20,)
+  assert np.all(std > 0) and np.all(np.isfinite(mean))
+  assert lce.r2_score(test[:, -1], mean) > 0.5  # the mean of the targets scores 0
+
+
+def test_nusvr_beats_the_last_observed_value():
+  """The trivial baseline: the final loss is the last one seen (scaled to the targets by least squares)."""
+  curves, speed = _loss_curves(90, seed=1)
+  train, test = curves[:60], curves[60:]
+  feats = [{"speed": float(s)} for s in speed]
+  srm = lc.SequentialRegressor("nusvr_rbf", taus=[3], n_search=20, seed=0).fit(train, static=feats[:60])
+  mean, _ = srm.predict(test[:, :3], static=feats[60:])
+  slope, icpt = np.polyfit(train[:, 2], train[:, -1], 1)
+  r2_model = lce.r2_score(test[:, -1], mean)
+  r2_base = lce.r2_score(test[:, -1], slope * test[:, 2] + icpt)
+  print(f"R2 nu-SVR {r2_model:.3f} vs last-value baseline {r2_base:.3f}")
+  assert r2_model > 0.9 and 1 - r2_model < 0.25 * (1 - r2_base)  # 4x less unexplained variance
+
+
+def test_predict_uses_the_longest_fitted_tau_and_checks_features():
+  curves, _ = _loss_curves(20)
+  feats = [{"a": 1.0, "b": float(i)} for i in range(20)]
+  srm = lc.SequentialRegressor("ols", taus=[2, 5], seed=0).fit(curves, static=feats)
+  assert srm.model_for(4) == 2 and srm.model_for(9) == 5 and srm.model_for(1) is None
+  a, _ = srm.predict(curves[:3, :7], static=feats[:3])
+  b, _ = srm.predict(curves[:3, :5], static=feats[:3])
+  np.testing.assert_allclose(a, b)
+  with pytest.raises(ValueError, match="no model for 1 observed"):
+    srm.predict(curves[:3, :1], static=feats[:3])
+  with pytest.raises(ValueError, match="'c' was not seen"):
+    srm.predict(curves[:1, :5], static=[{"c": 1.0}])
+  with pytest.raises(ValueError, match="pass static="):
+    srm.predict(curves[:1, :5])
+  with pytest.raises(ValueError, match="unknown regressor"):
+    lc.SequentialRegressor("gp")
+
+
+# -- the stopping rule ------------------------------------------------------------------------------
+
+class _FixedRegressor:
+  """Predicts ``mean`` +/- ``std`` at every tau of 1..epochs-1."""
+
+  def __init__(self, mean, std, epochs=10):
+    self.mean, self.std, self.epochs_ = mean, std, epochs
+    self.taus_ = tuple(range(1, epochs))
+    self.models_ = dict.fromkeys(self.taus_)
+    self.static_keys_ = ()
+
+  def predict(self, curves, static=None, tau=None):
+    return np.full(len(curves), self.mean), np.full(len(curves), self.std)
+
+
+def test_prob_beats_by_hand():
+  # P(N(0.80, 0.05^2) > 0.90) = 1 - Phi(2) = 0.0227501; P(N(5, 0.5^2) < 4.5) = Phi(-1) = 0.1586553.
+  assert float(lc.prob_beats(0.80, 0.05, 0.90, higher_is_better=True)) == pytest.approx(0.0227501, abs=1e-6)
+  assert float(lc.prob_beats(5.0, 0.5, 4.5, higher_is_better=False)) == pytest.approx(0.1586553, abs=1e-6)
+  assert float(lc.prob_beats(5.0, 0.5, 4.5, higher_is_better=True)) == pytest.approx(1 - 0.1586553, abs=1e-6)
+  assert float(lc.prob_beats(1.0, 0.0, 2.0, higher_is_better=False)) == 1.0
+
+
+@pytest.mark.parametrize("delta, stops", [(0.05, True), (0.01, False)])
+def test_stopping_rule_on_a_hand_computed_case(delta, stops):
+  stopper = lc.EarlyStopper(higher_is_better=True, epochs=10, regressor=_FixedRegressor(0.80, 0.05),
+                            delta=delta, metric="valid_acc")
+  assert stopper.decide([0.5, 0.6]) is None  # no best yet: never stop
+  stopper.best = 0.90
+  d = stopper.decide([0.5, 0.6])
+  assert d.prob == pytest.approx(0.0227501, abs=1e-6) and d.stop is stops and d.tau == 2
+  # The same numbers read as a loss: predicted 0.80 is below the best 0.90, so it beats it.
+  loss = lc.EarlyStopper(higher_is_better=False, epochs=10, regressor=_FixedRegressor(0.80, 0.05), delta=delta)
+  loss.best = 0.90
+  assert loss.decide([0.5, 0.6]).prob == pytest.approx(1 - 0.0227501, abs=1e-6)
+  assert not loss.decide([0.5, 0.6]).stop
+
+
+def test_callback_stops_records_and_learns_online():
+  stopper = lc.EarlyStopper(higher_is_better=False, epochs=6, metric="valid_loss", model="ols",
+                            min_curves=4, refit_every=2, cv=2, min_epoch=2)
+  curves, _ = _loss_curves(8, epochs=6)
+  for i in range(4):  # complete runs: the callback records them; the 4th fits the regressor
+    cb = stopper.callback({"w": 1.0}, arch_id=f"full{i}")
+    assert all(cb(e + 1, {"valid_loss": float(v)}) is None for e, v in enumerate(curves[i]))
+  assert stopper.regressor is not None and stopper.regressor.taus_ == (1, 2, 3, 4, 5)
+  assert stopper.best == pytest.approx(curves[:4, -1].min())
+  bad = curves[0] + 3.0  # a clearly worse run
+  cb = stopper.callback({"w": 1.0}, arch_id="bad")
+  reasons = []
+  for e, v in enumerate(bad):  # train_child stops calling once a reason is returned
+    reasons.append(cb(e + 1, {"valid_loss": float(v)}))
+    if reasons[-1]:
+      break
+  assert reasons[0] is None  # before min_epoch
+  first = len(reasons) - 1
+  assert reasons[first] and first < 5
+  assert reasons[first].startswith(f"early stop at epoch {first + 1}: predicted final valid_loss")
+  rec = stopper.records["bad"]
+  assert rec.stop and rec.tau == first + 1 and rec.predicted > stopper.best
+  assert f"{rec.predicted:.4g}" in reasons[first]
+  # A resumed run (the callback sees epoch 3 first) is never stopped.
+  cb = stopper.callback({"w": 1.0})
+  assert cb(3, {"valid_loss": float(bad[2])}) is None and cb(4, {"valid_loss": float(bad[3])}) is None
+  with pytest.raises(ValueError, match="higher_is_better"):
+    lc.EarlyStopper(higher_is_better=None, epochs=5)
+  with pytest.raises(ValueError, match="delta"):
+    lc.EarlyStopper(higher_is_better=True, epochs=5, delta=1.5)
+
+
+def test_simulated_search_with_accuracy_curves():
+  curves, _ = _loss_curves(40, epochs=10, seed=3)
+  acc = 100.0 - 10.0 * curves  # higher is better
+  srm = lc.SequentialRegressor("nusvr_rbf", n_search=4, seed=0).fit(acc[:20])
+  out = lc.simulate_early_stopping(srm, acc[20:], higher_is_better=True, seed=0)
+  assert out["best_true"] == pytest.approx(acc[20:, -1].max())
+  assert out["speedup"] > 1.5 and out["regret"] <= 0.01
+  assert out["epochs"] == sum(out["stop_epochs"]) and out["full_epochs"] == 200
+
+
+def test_callback_stops_train_child_and_the_reason_reaches_the_result():
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  from nas_jax import data, train
+
+  class Tiny(nn.Module):  # the build_child contract: (logits, aux logits)
+    @nn.compact
+    def __call__(self, x, *, train: bool, drop_prob=0.0):
+      h = nn.relu(nn.Dense(8)(x.reshape(x.shape[0], -1)))
+      return nn.Dense(10)(h), jnp.zeros((x.shape[0], 10))
+
+  ds = data.load_dataset("digits", train_size=64, valid_size=64, test_size=32)
+  stopper = lc.EarlyStopper(higher_is_better=True, epochs=3, metric="valid_acc",
+                            regressor=_FixedRegressor(50.0, 1.0, epochs=3))
+  stopper.best = 90.0  # a best final accuracy this run cannot reach
+  result = train.train_child(None, None, ds, {"epochs": 3, "batch_size": 32, "auxiliary": False},
+                             jax.random.key(0), model=Tiny(), callbacks=[stopper.callback(arch_id="a")])
+  assert len(result["curve"]) == 1 and result["stopped"]["epoch"] == 1
+  assert "predicted final valid_acc 50" in result["stopped"]["reason"]
+  assert stopper.records["a"].predicted == 50.0
+
+
+# -- the log loader ---------------------------------------------------------------------------------
+
+def test_load_logs_reads_features_and_skips_bad_logs(tmp_path):
+  logs = {f"run{i}.json": _log(i, 5) for i in range(4)}
+  logs["short.json"] = _log(9, 5, curve=[7.0, 6.9, 6.8])
+  logs["noloss.json"] = {k: v for k, v in _log(8, 5).items() if k != "val_losses"}
+  logs["nan.json"] = _log(7, 5, curve=[7.0, float("nan"), 6.0, 5.0, 4.0])
+  logs["broken.json"] = "{not json"
+  path = _write_zip(tmp_path / "logs.zip", logs)
+  out = nbnlp_logs.load_logs(path)
+  assert out.names == [f"run{i}.json" for i in range(4)]
+  assert out.curves["val_losses"].shape == (4, 5) and out.epochs == 5
+  assert set(out.curves) == {"val_losses", "train_losses", "test_losses", "wall_times"}
+  reasons = dict(out.skipped)
+  assert len(out.skipped) == 4 and set(reasons) == {"short.json", "noloss.json", "nan.json", "broken.json"}
+  assert "3 epochs, expected 5" in reasons["short.json"] and "val_losses" in reasons["noloss.json"]
+  f = out.features(0)
+  assert f["depth"] == 3 and f["op_linear"] == 1 and f["num_params"] == 1000 and f["hp_lr"] == 0.001
+  assert "hp_cuda" not in f and "hp_num_params" not in f
+
+
+@pytest.mark.parametrize("member, log, message", [
+    ("noloss.json", {"num_params": 1, "train_losses": [1.0] * 5}, "noloss.json: no 'val_losses' column"),
+    ("short.json", _log(9, 5, curve=[7.0, 6.9]), "short.json: val_losses has 2 epochs, expected 5"),
+])
+def test_load_logs_raise_names_the_log(tmp_path, member, log, message):
+  logs = {f"run{i}.json": _log(i, 5) for i in range(3)}
+  logs[member] = log
+  path = _write_zip(tmp_path / "logs.zip", logs)
+  with pytest.raises(ValueError, match=message) as e:
+    nbnlp_logs.load_logs(path, on_bad="raise")
+  assert "\n" not in str(e.value)
+
+
+def test_truncated_zip_is_a_one_line_error_naming_the_file(tmp_path):
+  path = _write_zip(tmp_path / "logs.zip", {f"run{i}.json": _log(i, 5) for i in range(3)})
+  cut = tmp_path / "cut.zip"
+  cut.write_bytes(path.read_bytes()[:-40])  # the central directory's end is lost
+  with pytest.raises(ValueError, match="cut.zip is not a readable zip") as e:
+    nbnlp_logs.load_logs(cut)
+  assert "\n" not in str(e.value)
+  with pytest.raises(ValueError, match="no usable training log"):
+    nbnlp_logs.load_logs(_write_zip(tmp_path / "empty.zip", {"a.json": "[]"}))
+
+
+# -- the benchmark ----------------------------------------------------------------------------------
+
+def test_benchmark_main_on_a_tiny_zip(tmp_path, capsys):
+  curves, _ = _loss_curves(30, epochs=10, seed=5)
+  logs = {f"run{i:02d}.json": _log(i, 10, curve=c.tolist()) for i, c in enumerate(curves)}
+  logs["diverged.json"] = _log(99, 10, curve=[7.0, 6.5, float("nan")])
+  zpath = _write_zip(tmp_path / "tiny.zip", logs)
+  out = tmp_path / "out" / "lce.json"
+  lce.main(["--logs", str(zpath), "--out", str(out), "--n-fit", "15", "--n-search", "3",
+            "--splits", "1", "--orders", "2"])
+  result = json.loads(out.read_text())
+  assert set(result["r2"]) == set(lc.REGRESSORS)
+  for by_fraction in result["r2"].values():
+    assert set(by_fraction) == {"0.1", "0.25", "0.5"}
+    assert all(math.isfinite(v) for v in by_fraction.values())
+  assert result["speedup"] >= 1.0 and 0.0 <= result["regret"] < 1.0
+  assert result["skipped"] == 1 and result["n_test"] == 15
+  assert "speedup" in capsys.readouterr().out
