@@ -32,6 +32,7 @@ STRATEGIES: dict[str, str] = {
     "evolution": "nas_jax.strategies.evolution:RegularizedEvolution",
     "reinforce": "nas_jax.strategies.reinforce:Reinforce",
     "nao": "nas_jax.strategies.nao:NAO",
+    "enas": "nas_jax.strategies.enas:ENAS",
     # one-shot methods (kind "oneshot": nas_jax.oneshot.base)
     "darts": "nas_jax.oneshot.darts:DARTS",
 }

@@ -1,4 +1,4 @@
-"""Tests of the baseline strategies: random search, regularized evolution, REINFORCE."""
+"""Tests of the baseline strategies: random search, regularized evolution, REINFORCE, ENAS."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ from nas_jax.strategies.evolution import RegularizedEvolution
 from nas_jax.strategies.random_search import RandomSearch
 from nas_jax.strategies.reinforce import Reinforce
 
-NAMES = ("random", "evolution", "reinforce")
+NAMES = ("random", "evolution", "reinforce", "enas")
 
 
 @pytest.fixture(scope="module")

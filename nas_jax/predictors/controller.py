@@ -213,8 +213,14 @@ class _Layers:
     self.attn_v = nn.Dense(1, use_bias=False)
 
 
+@functools.partial(jax.jit, static_argnames=("controller",))
 def init_params(controller: Controller, key: jax.Array) -> Params:
   """Controller parameters, every entry uniform in [-0.1, 0.1] (ENAS).
+
+  Only the shapes of flax's initialisers are used (``jax.eval_shape``; their
+  orthogonal and per-shape draws took 8-15 s of CPU to compile); each leaf is
+  one flat uniform draw, reshaped (with JAX's partitionable threefry, the same
+  numbers as a draw of that shape).
 
   Args:
     controller: the controller.
@@ -231,17 +237,23 @@ def init_params(controller: Controller, key: jax.Array) -> Params:
     (['embed', 'g_emb', 'lstm_0', 'soft'], (8,))
   """
   c, layers = controller, _Layers(controller)
-  h = jnp.zeros(c.hidden_size)
-  params = {f"lstm_{i}": cell.init(key, (h, h), h)["params"] for i, cell in enumerate(layers.lstm)}
-  params["g_emb"] = h
-  params["embed"] = layers.embed.init(key, jnp.zeros((), jnp.int32))["params"]
-  params["soft"] = layers.soft.init(key, h)["params"]
-  if c.has_inputs:
-    for name in ("attn_1", "attn_2", "attn_v"):
-      params[name] = getattr(layers, name).init(key, h)["params"]
-  leaves, tree = jax.tree.flatten(params)
+
+  def shapes(key):
+    h = jnp.zeros(c.hidden_size)
+    params = {f"lstm_{i}": cell.init(key, (h, h), h)["params"]
+              for i, cell in enumerate(layers.lstm)}
+    params["g_emb"] = h
+    params["embed"] = layers.embed.init(key, jnp.zeros((), jnp.int32))["params"]
+    params["soft"] = layers.soft.init(key, h)["params"]
+    if c.has_inputs:
+      for name in ("attn_1", "attn_2", "attn_v"):
+        params[name] = getattr(layers, name).init(key, h)["params"]
+    return params
+
+  leaves, tree = jax.tree.flatten(jax.eval_shape(shapes, key))
   keys = jax.random.split(key, len(leaves))
-  leaves = [jax.random.uniform(k, x.shape, jnp.float32, -INIT_RANGE, INIT_RANGE)
+  leaves = [jax.random.uniform(k, (int(np.prod(x.shape)),), jnp.float32, -INIT_RANGE,
+                               INIT_RANGE).reshape(x.shape)
             for k, x in zip(keys, leaves)]
   return jax.tree.unflatten(tree, leaves)
 
