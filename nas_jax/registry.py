@@ -35,6 +35,7 @@ STRATEGIES: dict[str, str] = {
     "enas": "nas_jax.strategies.enas:ENAS",
     # one-shot methods (kind "oneshot": nas_jax.oneshot.base)
     "darts": "nas_jax.oneshot.darts:DARTS",
+    "enas_oneshot": "nas_jax.oneshot.enas:ENASOneShot",
 }
 
 EVALUATORS: dict[str, str] = {
