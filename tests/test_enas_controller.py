@@ -52,8 +52,9 @@ def test_reinforce_gradient_matches_finite_differences(spaces):
     params = jax.tree.map(lambda x: x.astype(jnp.float64) * 5.0,
                           ctl.init_params(c, jax.random.key(0)))
     space = spaces[name]
-    archs = [space.sample(k) for k in jax.random.split(jax.random.key(1), 4)]
-    tokens = jnp.stack([space.to_tokens(a) for a in archs]).astype(jnp.int32)
+    draw = jax.jit(lambda k: jax.vmap(lambda a: space.to_tokens(space.sample(a)))(
+        jax.random.split(k, 4)))
+    tokens = draw(jax.random.key(1)).astype(jnp.int32)
     weight = jnp.asarray([1.0, 1.0, 1.0, 0.0])  # the last one is padding
 
     # one compiled program for the loss and its gradient (the FD steps use the loss)
