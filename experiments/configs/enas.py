@@ -11,7 +11,10 @@ step follows. The controller's settings are the strategy's presets
 scripts); set one here or with ``--set strategy.learning_rate=...``.
 Sized to finish in minutes on 2 CPU cores on the embedded digits data (ENAS:
 150 epochs of 5 x 30 controller steps on CIFAR-10); the best architecture is
-then trained from scratch.
+then trained from scratch. On ``nb201`` with ``--evaluator supernet`` the
+``nb201`` preset (tuned on the table: one architecture per step) is rarely
+what you want: add ``--set strategy.preset=cifar_micro``, or run ENAS proper,
+``--strategy enas_oneshot`` (``nas_jax.oneshot.enas``).
 """
 
 
