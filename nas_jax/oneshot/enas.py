@@ -128,8 +128,7 @@ class ENASOneShot(OneShotMethod):
             "derive_key": np.asarray(jax.random.key_data(k_derive))}
 
   def _sample(self, state: State, key: jax.Array, n: int) -> np.ndarray:
-    s = self.strategy
-    return np.asarray(enas_lib._ask(s.controller, s.space, state["controller"]["params"], key, n))  # pylint: disable=protected-access
+    return self.strategy.sample(state["controller"], key, n)
 
   def step(self, state: State, key: jax.Array) -> tuple[State, dict[str, float]]:
     """One alternation: ``child_steps`` shared-weight steps, then ``controller_steps``."""

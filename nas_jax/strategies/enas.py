@@ -281,8 +281,11 @@ class ENAS(Strategy):
 
   def ask(self, state: State, key: jax.Array) -> tuple[np.ndarray, State]:
     """``batch_size`` architectures sampled by the controller; state unchanged."""
-    archs = _ask(self.controller, self.space, state["params"], key, self.batch_size)
-    return np.asarray(archs), state
+    return self.sample(state, key, self.batch_size), state
+
+  def sample(self, state: State, key: jax.Array, n: int) -> np.ndarray:
+    """``n`` architectures sampled by the controller, int32[n, *arch_shape] (one compile per n)."""
+    return np.asarray(_ask(self.controller, self.space, state["params"], key, int(n)))
 
   def tell(self, state: State, archs: np.ndarray, scores: np.ndarray,
            costs: dict[str, np.ndarray] | None = None) -> State:
