@@ -262,12 +262,16 @@ def test_benchmark_main_on_a_tiny_zip(tmp_path, capsys):
   zpath = _write_zip(tmp_path / "tiny.zip", logs)
   out = tmp_path / "out" / "lce.json"
   lce.main(["--logs", str(zpath), "--out", str(out), "--n-fit", "15", "--n-search", "3",
-            "--splits", "1", "--orders", "2"])
+            "--splits", "1", "--orders", "2", "--delta", "0.05", "0.01"])
   result = json.loads(out.read_text())
   assert set(result["r2"]) == set(lc.REGRESSORS)
   for by_fraction in result["r2"].values():
     assert set(by_fraction) == {"0.1", "0.25", "0.5"}
     assert all(math.isfinite(v) for v in by_fraction.values())
   assert result["speedup"] >= 1.0 and 0.0 <= result["regret"] < 1.0
+  assert set(result["by_delta"]) == {"0.05", "0.01"}
+  assert result["speedup"] == result["by_delta"]["0.05"]["speedup"]
+  # A smaller delta stops no more runs.
+  assert sum(result["by_delta"]["0.01"]["stopped_per_run"]) <= sum(result["stopped_per_run"])
   assert result["skipped"] == 1 and result["n_test"] == 15
   assert "speedup" in capsys.readouterr().out
