@@ -94,6 +94,10 @@ def _ffi(x, a, b, *weights, stride, dilation, affine):
 
 
 primitive.define_with_reference(relu_conv_moments_p, _abstract, _ffi, reference, True)
+# The custom_jvp below serves first derivatives; a derivative of a derivative taken inside a
+# lax.scan (DARTS's second order and BayesNAS's Hessian over a relaxed cell) can reach the bare
+# primitive, which then differentiates through the unfused reference.
+primitive.jvp_by_reference(relu_conv_moments_p, reference)
 
 
 # --- derivatives ------------------------------------------------------------------------------
