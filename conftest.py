@@ -41,3 +41,15 @@ def _doctest_setup(request, doctest_namespace, tmp_path, monkeypatch):
   doctest_namespace.update(jax=jax, jnp=jnp, np=np)
   monkeypatch.chdir(tmp_path)
   yield
+
+
+def pytest_runtest_logreport(report):
+  """With ``$NAS_JAX_TEST_TIMES`` set, appends ``seconds phase test-id`` per phase as it ends.
+
+  Durations as they happen (``--durations`` prints only at the end of the run).
+  """
+  import os  # pylint: disable=import-outside-toplevel
+  path = os.environ.get("NAS_JAX_TEST_TIMES")
+  if path:
+    with open(path, "a", encoding="utf-8") as f:
+      f.write(f"{report.duration:.2f} {report.when} {report.nodeid}\n")

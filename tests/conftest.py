@@ -30,3 +30,25 @@ def _flat_random_draws():
   jax.random.normal, jax.random.uniform = _flat(_normal), _flat(_uniform)
   yield
   jax.random.normal, jax.random.uniform = _normal, _uniform
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _shared_compile_cache(tmp_path_factory):
+  """One persistent XLA compilation cache for the whole run (both xdist workers).
+
+  Many tests build the same tiny networks (a new closure each time, so the
+  in-memory jit cache misses); the on-disk cache, keyed by the program, serves
+  the repeats. ``$NAS_JAX_TEST_COMPILE_CACHE=0`` turns it off.
+  """
+  import os  # pylint: disable=import-outside-toplevel
+  if os.environ.get("NAS_JAX_TEST_COMPILE_CACHE", "1") == "0":
+    yield
+    return
+  root = tmp_path_factory.getbasetemp()
+  root = root.parent if root.name.startswith("popen-gw") else root  # shared by the xdist workers
+  old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", str(root / "xla-cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  yield
+  jax.config.update("jax_compilation_cache_dir", old[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])

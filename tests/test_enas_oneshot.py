@@ -21,6 +21,7 @@ def data():
   return nas_jax.data.load_dataset("digits", train_size=128, valid_fraction=0.25)
 
 
+@pytest.mark.slow  # heavy compile; CI runs the fast tier (python -m pytest -m slow runs it)
 def test_alternation_derive_score_and_bit_identical_resume(data, tmp_path):
   space = registry.get_space("nb201")
   method = registry.get_strategy("enas_oneshot")(space, TINY, data=data)

@@ -44,6 +44,7 @@ def trained(nb201):
   return model, params0, params, tokens, metrics
 
 
+@pytest.mark.slow  # heavy compile; CI runs the fast tier (python -m pytest -m slow runs it)
 def test_decode_respects_mask_nasnet():
   space = get_space("nasnet")
   model = NAOModel(space, **TINY)

@@ -57,7 +57,7 @@ def test_one_compilation_serves_50_archs(supernet):
   assert all(jax.tree.leaves(changed["cell_0"]["edges"]["sep3"]))
 
 
-@pytest.mark.parametrize("reduction, drop", [(False, False), (True, True)])
+@pytest.mark.parametrize("reduction, drop", [pytest.param(False, False, marks=pytest.mark.slow), (True, True)])
 def test_custom_backward_equals_autodiff(reduction, drop):
   """The hand-written backward scan of a cell gives autodiff's gradients
   (with drop-path factors on the edges in the reduction case)."""
@@ -207,6 +207,7 @@ def test_child_from_supernet_matches_supernet(supernet):
       np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # heavy compile; CI runs the fast tier (python -m pytest -m slow runs it)
 def test_eval_archs_scores_each_arch(supernet):
   params, stats, x, y = supernet
   archs = _archs(3, seed=4)
@@ -243,6 +244,7 @@ def test_loose_end_mask_and_derive_arch():
   N.check_arch(arch)
 
 
+@pytest.mark.slow  # heavy compile; CI runs the fast tier (python -m pytest -m slow runs it)
 def test_continuous_gradients_finite_and_nonzero():
   cfg = N.SupernetConfig(num_classes=3, init_channels=2, layers=2)
   params, stats = N.init_continuous(jax.random.key(0), cfg, SHAPE)
@@ -287,6 +289,7 @@ def _reference_continuous_cell(p, s, x0, x1, z, reduction):
   return jnp.concatenate(states[2:], axis=-1)
 
 
+@pytest.mark.slow  # heavy compile; CI runs the fast tier (python -m pytest -m slow runs it)
 def test_continuous_cell_hessian_wrt_switches():
   params, stats = N.init_continuous(jax.random.key(0), N.SupernetConfig(num_classes=2, init_channels=2,
                                                                         layers=1), SHAPE)

@@ -250,6 +250,7 @@ def test_relaxed_with_one_hot_weights_is_the_supernet(data, supernet):
   assert np.abs(np.asarray(mixed) - np.asarray(got_eval)).max() > 1e-4
 
 
+@pytest.mark.slow  # heavy compile; CI runs the fast tier (python -m pytest -m slow runs it)
 def test_relaxed_gradients_and_hessian_wrt_weights(data):
   x, y = data
   cfg = RELAXED.config(num_classes=10, init_channels=4, layers=1)
