@@ -272,9 +272,9 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
       "space": cfg["space"], "genotype": best["genotype"], "arch_id": best["arch_id"],
       "arch": np.asarray(best_arch).tolist(), "search_score": best["search_score"],
       "dataset": dataset_name, "strategy": cfg["strategy"]["name"]})
-  log.info("search done: best %s search_score %.4f (%s %d)", best["arch_id"],
-           best["search_score"], "epoch" if parts.kind == "oneshot" else "evaluation",
-           best["index"])
+  log.info("search done: best %s search_score %.4f (%s)", best["arch_id"], best["search_score"],
+           f"epoch {best['epoch']}" if parts.kind == "oneshot" and "epoch" in best
+           else f"evaluation {best['index'] + 1} of {len(records)}")  # counted from 1, as the summary
   front = report.pareto_front(records)
   if front:
     report.plot_pareto(records, front, workdir / "pareto.png",
