@@ -25,6 +25,7 @@ SPACES: dict[str, str] = {
     "nb201": "nas_jax.spaces.nb201:NB201Space",
     "darts": "nas_jax.spaces.darts:DartsSpace",
     "rnn": "nas_jax.spaces.rnn:RNNSpace",
+    "petridish": "nas_jax.spaces.petridish:PetridishSpace",
 }
 
 STRATEGIES: dict[str, str] = {
@@ -36,6 +37,8 @@ STRATEGIES: dict[str, str] = {
     # one-shot methods (kind "oneshot": nas_jax.oneshot.base)
     "darts": "nas_jax.oneshot.darts:DARTS",
     "enas_oneshot": "nas_jax.oneshot.enas:ENASOneShot",
+    # growth methods (kind "growth": nas_jax.runner.growth)
+    "petridish": "nas_jax.growth.petridish:Petridish",
 }
 
 EVALUATORS: dict[str, str] = {

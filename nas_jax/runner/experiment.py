@@ -83,7 +83,7 @@ from nas_jax.runner import workdir as workdir_lib
 log = logging.getLogger("nas_jax.experiment")
 
 #: The loop of each kind of method (``method.kind``).
-LOOPS = {"ask_tell": "search", "oneshot": "oneshot"}
+LOOPS = {"ask_tell": "search", "oneshot": "oneshot", "growth": "growth"}
 
 
 @dataclasses.dataclass
@@ -170,7 +170,7 @@ def build(cfg: dict[str, Any], workdir: pathlib.Path) -> Parts:
     evaluator = _construct(ev_cls, space, dict(cfg["evaluator"].get(cfg["evaluator"]["name"], {})),
                            provided, "evaluator")
     evaluator.prepare()
-  elif int(method.steps_per_epoch()) < 1:
+  elif kind == "oneshot" and int(method.steps_per_epoch()) < 1:
     raise ValueError(f"strategy {cfg['strategy']['name']!r} gets no full batch per epoch from the "
                      "data; lower its batch_size or use more data")
   if cfg["final"].get("epochs", 0) > 0:
@@ -254,6 +254,10 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
     best = records[-1] if records else None  # the architecture the method ends with
     if best is not None and best["search_score"] is None:
       best = None
+  elif parts.kind == "growth":  # methods that grow trained networks (Petridish)
+    from nas_jax.runner import growth as growth_lib  # pylint: disable=import-outside-toplevel
+    records = growth_lib.run_growth(ctx, parts.method, k_strategy, k_search)
+    best = report.best(records)
   else:
     records = search_lib.run_search(ctx, parts.method, parts.evaluator, k_strategy, k_evaluator,
                                     k_search)
