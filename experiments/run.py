@@ -118,6 +118,20 @@ def summary(result: dict, workdir: pathlib.Path) -> str:
       final_text]
   if size:
     lines.append(size)
+  refs = result.get("references") or {}
+  ref_parts = []
+  for what, ref in (("published cell", refs.get("cell")), ("classical", refs.get("classical"))):
+    if ref and ref.get("test_acc") is not None:
+      name = ref.get("name") or ref.get("model", "").split("(")[0]
+      ref_parts.append(f"{what} {name} {ref['test_acc']:.2f} %")
+    elif ref and ref.get("test_ppl") is not None:
+      ref_parts.append(f"{what} {ref.get('name')} ppl {ref['test_ppl']:.2f}")
+  if ref_parts:
+    lines.append(f"references         : {'; '.join(ref_parts)} (same split, same recipe and seed)")
+  table = refs.get("table")
+  if table:
+    lines.append(f"table references   : best {table['table_best_test_acc']:.2f} %, median "
+                 f"{table['table_median_test_acc']:.2f} % test acc over its {table['table_size']} cells")
   bench = result.get("benchmark_report")
   if bench and bench.get("test_acc") is not None:
     lines.append(f"benchmark table    : test acc {bench['test_acc']:.2f} % (NAS-Bench-201's own 200-epoch "
@@ -125,6 +139,7 @@ def summary(result: dict, workdir: pathlib.Path) -> str:
   lines += [
       f"time               : set-up {result.get('setup_seconds', 0.0):.1f} s (data, network "
       f"init), search {result['search_seconds']:.1f} s, final {result['final_seconds']:.1f} s, "
+      f"references {result.get('references_seconds', 0.0):.1f} s, "
       f"total {result['total_seconds']:.1f} s",
       f"outputs            : {workdir}/ ({', '.join(files)})",
   ]

@@ -25,9 +25,10 @@ import jax
 import numpy as np
 
 from nas_jax import registry
+from nas_jax.runner import references
 
 #: Top-level keys that do not change the results (left out of the fingerprint).
-NOT_FINGERPRINTED = ("data_dir", "checkpoint")
+NOT_FINGERPRINTED = ("data_dir", "checkpoint", "references")
 
 
 def default_config() -> dict[str, Any]:
@@ -54,6 +55,9 @@ def default_config() -> dict[str, Any]:
       # under the evaluator's name.
       "evaluator": {"name": "auto"},
       "final": {"epochs": 10},
+      # Figures beside the found cell's (nas_jax.runner.references): a published
+      # cell trained with the final recipe, a scikit-learn model on the pixels.
+      "references": {"cell": None, "classical": None},
       "checkpoint": {"interval_s": 30.0, "keep": 2},
   }
 
@@ -155,6 +159,7 @@ def validate_config(config: Any, *, search: bool = True) -> dict[str, Any]:
   if not _is_int(epochs) or epochs < 0:
     raise ValueError(f"final.epochs must be a non-negative integer (0 skips final "
                      f"training), got {epochs!r}")
+  cfg["references"] = references.resolve(cfg["references"], cfg["space"])
   ck = {**default_config()["checkpoint"], **cfg["checkpoint"]}
   if set(ck) - {"interval_s", "keep"}:
     raise ValueError(f"unknown checkpoint setting(s) {sorted(set(ck) - {'interval_s', 'keep'})}; "

@@ -76,6 +76,7 @@ from nas_jax.runner import config as config_lib
 from nas_jax.runner import costs as costs_lib
 from nas_jax.runner import final as final_lib
 from nas_jax.runner import oneshot as oneshot_lib
+from nas_jax.runner import references as references_lib
 from nas_jax.runner import report
 from nas_jax.runner import search as search_lib
 from nas_jax.runner import workdir as workdir_lib
@@ -309,10 +310,15 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
     final_source = "none (final.epochs = 0)"
     final_curve = []
   final_seconds = round(time.perf_counter() - t_final, 3)
+  t_refs = time.perf_counter()
+  references = _references(cfg, parts, reporter, k_final, workdir, quiet,
+                           trained=final_source == "trained from scratch")
+  references_seconds = round(time.perf_counter() - t_refs, 3)
   if final_curve:
     report.plot_curve(final_curve, workdir / "final_curve.png",
                       f"best architecture, final training: test acc {final_test_acc:.2f}%"
-                      if final_test_acc is not None else "best architecture, final training")
+                      if final_test_acc is not None else "best architecture, final training",
+                      references=references)
   search_seconds = ctx.search_seconds
   result = {
       "strategy": cfg["strategy"]["name"], "space": cfg["space"], "dataset": dataset_name,
@@ -325,6 +331,7 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
       "best_flops": best.get("flops"), "best_params": best.get("params"),
       "final_test_acc": final_test_acc, "final_source": final_source,
       "final_curve": final_curve, "final_report": final_extra,
+      "references": references,
       "pareto": [{k: r.get(k) for k in ("index", "arch_id", "genotype", "search_score", "flops",
                                         "params")} for r in front],
       "costs": ctx.cost_model.describe() if ctx.cost_model is not None else None,
@@ -333,7 +340,7 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
       "search_nonfinite_steps": meta["search_nonfinite_steps"],
       "final_nonfinite_steps": int(final.get("nonfinite_steps", 0)),
       "setup_seconds": ctx.setup_seconds, "search_seconds": search_seconds,
-      "final_seconds": final_seconds,
+      "final_seconds": final_seconds, "references_seconds": references_seconds,
       "total_seconds": round(ctx.setup_seconds + search_seconds + time.perf_counter() - t_final, 3),
       "resumed_sessions": meta["sessions"] - 1,
   }
@@ -345,6 +352,34 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
   log.info("done: best_search_score %.4f, final_test_acc %s, search %.1fs, final %.1fs",
            best["search_score"], final_test_acc, search_seconds, final_seconds)
   return result
+
+
+def _references(cfg: dict[str, Any], parts: Parts, reporter, key, workdir: pathlib.Path,
+                quiet: bool, *, trained: bool) -> dict[str, Any]:
+  """The references of the run (``runner.references``): table figures, or those trained alike.
+
+  A tabular reporter gives the table's best and median; after a final
+  training from scratch, the configured published cell is trained with the
+  same recipe, key and data (its own checkpoints in ``reference_cell/``) and
+  the configured classical model is fitted on the same training split.
+  """
+  out: dict[str, Any] = {}
+  table = references_lib.table_reference(reporter) if reporter is not None else None
+  if table is not None:
+    out["table"] = table
+  refs = cfg["references"]
+  if not trained:
+    return out
+  if refs["cell"] is not None:
+    out["cell"] = references_lib.published_cell_reference(
+        parts.space, refs["cell"], cfg, key, workdir / "reference_cell", parts.data_fn, quiet)
+    log.info("reference cell %s: %s", refs["cell"],
+             {k: v for k, v in out["cell"].items() if k not in ("curve", "genotype")})
+  if refs["classical"] is not None:
+    split = final_lib.check_final_config(cfg).get("train_split", "train")
+    out["classical"] = references_lib.classical_reference(parts.data_fn(), refs["classical"], split)
+    log.info("reference classical: %s", out["classical"])
+  return out
 
 
 def _complete_result(result_path: pathlib.Path, history: workdir_lib.History) -> dict | None:

@@ -81,14 +81,18 @@ def metric_of(result: dict[str, Any]) -> tuple[str, Any]:
 
 
 def final_training(space, arch, cfg: dict[str, Any], key, workdir: pathlib.Path, data_fn,
-                   quiet: bool) -> dict[str, Any]:
-  """Trains ``arch`` from scratch with ``nas_jax.train.train_child`` and ``cfg["final"]``."""
+                   quiet: bool, desc: str = "final training") -> dict[str, Any]:
+  """Trains ``arch`` from scratch with ``nas_jax.train.train_child`` and ``cfg["final"]``.
+
+  ``desc`` names the run in the progress bar and the log (the found cell's
+  final training, or a reference trained the same way).
+  """
   from nas_jax import train  # pylint: disable=import-outside-toplevel
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
   final_cfg = check_final_config(cfg)
   dataset = data_fn()
   task = tasks_lib.task_of(dataset)
-  bar = tqdm(total=final_cfg["epochs"], desc="final training", unit="epoch",
+  bar = tqdm(total=final_cfg["epochs"], desc=desc, unit="epoch",
              disable=quiet, dynamic_ncols=True)
   best = [None]
   metric = task.metric
@@ -102,7 +106,7 @@ def final_training(space, arch, cfg: dict[str, Any], key, workdir: pathlib.Path,
     train_key = "train_" + metric.split("_", 1)[1]
     bar.set_postfix({train_key: f"{metrics.get(train_key, float('nan')):.1f}",
                      f"best_{metric}": "-" if best[0] is None else f"{best[0]:.1f}"})
-    log.info("final training epoch %d: %s", epoch,
+    log.info("%s epoch %d: %s", desc, epoch,
              {k: v for k, v in metrics.items() if k != "epoch"})
 
   try:

@@ -68,8 +68,15 @@ def plot_search(records: list[dict[str, Any]], path: pathlib.Path, title: str, *
   plt.close(fig)
 
 
-def plot_curve(curve: list[dict[str, Any]], path: pathlib.Path, title: str) -> None:
-  """A learning curve's accuracies (or, for language models, perplexities) per epoch."""
+def plot_curve(curve: list[dict[str, Any]], path: pathlib.Path, title: str,
+               references: dict[str, Any] | None = None) -> None:
+  """A learning curve's accuracies (or, for language models, perplexities) per epoch.
+
+  ``references`` (``runner.references``): the published cell's validation
+  curve is drawn dashed beside the found cell's, and every reference's test
+  figure (published cell, classical model, table best / median) as a dotted
+  horizontal line.
+  """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -84,6 +91,23 @@ def plot_curve(curve: list[dict[str, Any]], path: pathlib.Path, title: str) -> N
     keys, ylabel = numeric("ppl"), "perplexity"
   for k in keys:
     ax.plot(epochs, [c[k] for c in curve], marker=".", label=k)
+  refs = references or {}
+  cell = refs.get("cell") or {}
+  ref_curve = cell.get("curve") or []
+  for k in [k for k in keys if k.startswith("valid")]:
+    values = [c.get(k) for c in ref_curve]
+    if values and all(_is_number(v) for v in values):
+      ax.plot([c.get("epoch", i + 1) for i, c in enumerate(ref_curve)], values, "--",
+              color="0.4", label=f"{cell['name']} {k}")
+  test_key = "test_acc" if ylabel.startswith("accuracy") else "test_ppl"
+  lines = [(f"{cell.get('name')} {test_key}", cell.get(test_key)),
+           (f"{(refs.get('classical') or {}).get('model', '').split('(')[0]} {test_key}",
+            (refs.get("classical") or {}).get(test_key)),
+           ("table best test_acc", (refs.get("table") or {}).get("table_best_test_acc")),
+           ("table median test_acc", (refs.get("table") or {}).get("table_median_test_acc"))]
+  for i, (label, value) in enumerate((l, v) for l, v in lines if _is_number(v)):
+    ax.axhline(value, linestyle=":", color=f"C{4 + i}", label=f"{label} {value:.2f}")
+    keys = keys or [label]
   ax.set_xlabel("epoch")
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=9)

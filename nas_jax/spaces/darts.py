@@ -123,6 +123,7 @@ class DartsSpace(SearchSpace):
 
   name = "darts"
   default_evaluator = "scratch"  # no benchmark table and no weight-sharing supernet (yet)
+  published = PUBLISHED  # name -> genotype of the DARTS paper's cells
   arch_shape = (NUM_CELLS, NUM_NODES, 4)
   token_length = NUM_CELLS * NUM_NODES * 4
   vocab_size = VOCAB_SIZE

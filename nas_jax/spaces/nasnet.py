@@ -135,6 +135,33 @@ def _canonical_cell(cell: np.ndarray) -> np.ndarray:
   return np.array([[b[0][0], b[0][1], b[1][0], b[1][1]] for b in best], np.int32)
 
 
+def _genotype_of_arc(arc: str) -> Genotype:
+  """A genotype from the authors' 40-number arc string (ENAS and NAO code).
+
+  Both codes write a cell as 5 nodes of ``x_id x_op y_id y_op`` with the op ids
+  of ``OPS`` (0 sep 3x3, 1 sep 5x5, 2 avg pool, 3 max pool, 4 identity) and
+  inputs 0, 1 = the two previous cells, 2 + j = node j; normal cell first.
+  """
+  v = [int(t) for t in arc.split()]
+  cells = [v[:20], v[20:]]
+  return {name: [[[OPS[c[4 * i + 1]], c[4 * i]], [OPS[c[4 * i + 3]], c[4 * i + 2]]]
+                 for i in range(NUM_NODES)]
+          for name, c in zip(_GENO_CELLS, cells)}
+
+
+#: Published cells of this space, in the authors' arc notation:
+#: ``NAONet-B``: the cell NAO-WS found (Luo et al. 2018, table 1 "NAONet-WS";
+#: NAO_pytorch ``NAO_V1/train_NAONet_B_36_cifar10.sh``), 3.53 % CIFAR-10 error
+#: at C=36. ``ENAS``: the micro cell ENAS found (Pham et al. 2018, fig. 4;
+#: enas ``scripts/cifar10_micro_final.sh``), 2.89 % error with cutout.
+PUBLISHED: dict[str, Genotype] = {
+    "NAONet-B": _genotype_of_arc("0 1 0 2 0 1 2 2 1 3 0 2 4 0 1 3 2 1 0 3 "
+                                 "1 1 1 0 2 1 2 4 1 0 2 3 3 1 2 2 0 2 0 2"),
+    "ENAS": _genotype_of_arc("0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 "
+                             "1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1"),
+}
+
+
 class NasNetSpace(SearchSpace):
   """The ENAS/NAO/DARTS micro space: ``int32[2, 5, 4]``.
 
@@ -152,6 +179,7 @@ class NasNetSpace(SearchSpace):
   vocab_size = VOCAB_SIZE
   ops = OPS
   num_nodes = NUM_NODES
+  published = PUBLISHED  # name -> genotype of cells from the papers
 
   def __eq__(self, other):
     return type(other) is type(self)
