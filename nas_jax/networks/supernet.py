@@ -43,6 +43,8 @@ import numpy as np
 import optax
 from jax import lax
 
+from nas_jax import parallel
+
 Params = dict[str, Any]
 
 
@@ -80,7 +82,7 @@ def _drop_path_schedule(drop_path: float | Callable) -> Callable | None:
 
 
 def make_train_step(apply_fn: Callable, tx: optax.GradientTransformation, *, donate: bool = True,
-                    drop_path: float | Callable = 0.0) -> Callable:
+                    drop_path: float | Callable = 0.0, mesh: Any = None) -> Callable:
   """One jitted supernet training step that serves every architecture.
 
   Args:
@@ -92,6 +94,9 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformation, *, don
       or a schedule ``step -> probability`` (as optax schedules; NASNet and
       NAO raise it linearly over training). The probability is traced, so a
       schedule does not recompile.
+    mesh: the devices to run on, data-parallel (``nas_jax.parallel``: the
+      batch split, the rest replicated); default every device
+      (``parallel.default_mesh()``), plain ``jax.jit`` when there is one.
 
   Returns:
     ``train_step(state, arch, (x, y), key) -> (state, {"loss", "acc"})``; ``arch``
@@ -128,10 +133,12 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformation, *, don
     return ({"params": optax.apply_updates(state["params"], updates), "batch_stats": new_stats,
              "opt_state": opt_state, "step": state["step"] + 1}, {"loss": loss, "acc": acc})
 
-  return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+  return parallel.data_parallel_jit(train_step, batch_argnums=(2,), donate_argnums=(0,) if donate else (),
+                                    mesh=mesh)
 
 
-def make_eval_archs(apply_fn: Callable, *, arch_rank: int, method: str = "map", bn: str = "batch") -> Callable:
+def make_eval_archs(apply_fn: Callable, *, arch_rank: int, method: str = "map", bn: str = "batch",
+                    mesh: Any = None) -> Callable:
   """One jitted call that scores K architectures on one batch.
 
   Args:
@@ -142,6 +149,7 @@ def make_eval_archs(apply_fn: Callable, *, arch_rank: int, method: str = "map", 
       ``lax.switch`` runs every branch, so it only pays off on accelerators).
     bn: "batch" (batch statistics of the evaluation batch, ENAS/NAO-WS) or
       "running" (the supernet's running statistics).
+    mesh: as for ``make_train_step`` (the batch ``x, y`` split over the devices).
 
   Returns:
     ``eval_archs(params, batch_stats, archs[K, ...], x, y) -> (acc float32[K] in [0, 1], loss float32[K])``.
@@ -160,7 +168,7 @@ def make_eval_archs(apply_fn: Callable, *, arch_rank: int, method: str = "map", 
 
     return lax.map(one, archs) if method == "map" else jax.vmap(one)(archs)
 
-  return jax.jit(eval_archs)
+  return parallel.data_parallel_jit(eval_archs, batch_argnums=(3, 4), mesh=mesh)
 
 
 def config_from_fields(config_class: type, fields: dict[str, Any]) -> Any:

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nas_jax import parallel
 from nas_jax.data import images as data_lib
 from nas_jax.tasks.base import Task
 
@@ -250,7 +251,9 @@ def make_steps(model, tx: optax.GradientTransformation, cfg: dict[str, Any]):
     correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["mask"])
     return loss_sum, correct, jnp.sum(batch["mask"])
 
-  return jax.jit(train_step, donate_argnums=(0,)), jax.jit(eval_step)
+  # Data-parallel over every device (nas_jax.parallel; plain jax.jit on one device).
+  return (parallel.data_parallel_jit(train_step, batch_argnums=(1,), donate_argnums=(0,)),
+          parallel.data_parallel_jit(eval_step, batch_argnums=(1,)))
 
 
 _STEP_CACHE: "collections.OrderedDict[Any, tuple]" = collections.OrderedDict()
@@ -270,7 +273,7 @@ def get_steps(model, cfg: dict[str, Any]):
     ``(tx, train_step, eval_step)``.
   """
   try:
-    key = (model, tuple(cfg[k] for k in _STEP_KEYS), cfg["drop_path_prob"] > 0)
+    key = (model, tuple(cfg[k] for k in _STEP_KEYS), cfg["drop_path_prob"] > 0, parallel.default_mesh())
     hash(key)
   except TypeError:  # an unhashable module: no memoisation
     tx = make_optimizer(cfg)
