@@ -5,6 +5,7 @@
     python experiments/run.py --strategy darts --space nb201 --dataset imagefolder:/data/cifar10
     python experiments/run.py --strategy random --space rnn --dataset ptb --data-dir /data/ptb
     python experiments/run.py --config my_config.py --set strategy.population_size=20
+    python experiments/run.py --strategy random --evaluator scratch --budget 20 --early-stop
 
 Config = configs/default.py, then configs/<strategy>.py (when present), then
 --config FILE, then the flags, then --set FIELD=VALUE (repeatable). Outputs go
@@ -68,7 +69,16 @@ def build_config(args) -> dict:
     config["evaluator"]["name"] = args.evaluator
   if args.final_epochs is not None:
     config["final"]["epochs"] = args.final_epochs
-  return experiment.apply_overrides(config, args.set or [])
+  config = experiment.apply_overrides(config, args.set or [])
+  if args.early_stop is not None:
+    from nas_jax.runner import config as config_lib  # pylint: disable=import-outside-toplevel
+    evaluator = config_lib.resolve_evaluator_name(config)
+    if evaluator != "scratch":
+      raise ValueError(f"--early-stop stops candidates trained from scratch, but the evaluator is "
+                       f"{evaluator!r}; add --evaluator scratch")
+    stop = config["evaluator"].setdefault("scratch", {})
+    stop["early_stop"] = True if args.early_stop is True else {"delta": args.early_stop}
+  return config
 
 
 def default_workdir(config: dict) -> pathlib.Path:
@@ -164,6 +174,10 @@ def make_parser() -> argparse.ArgumentParser:
                  help="architectures to evaluate (epochs for one-shot strategies such as darts)")
   p.add_argument("--final-epochs", type=int, help="epochs of the final training (0: none)")
   p.add_argument("--data-dir", help="tfds data directory, or the Penn Treebank directory")
+  p.add_argument("--early-stop", nargs="?", const=True, type=float, metavar="DELTA",
+                 help="stop candidates whose predicted final score will probably not beat the "
+                 "best (learning-curve prediction, Baker et al.; evaluator scratch); DELTA: stop "
+                 "below this probability (default 0.05)")
   p.add_argument("--quiet", action="store_true", help="no progress bars")
   return p
 

@@ -206,7 +206,10 @@ def train_child(space, arch, dataset: Any, config: dict[str, Any] | None, key, *
       instead of ``build_child(space, arch, ...)`` (tests, custom networks).
     callbacks: ``callback(epoch, entry) -> None | str`` after each epoch; the
       first that returns a reason stops the run there (the decision is
-      checkpointed with the epoch, then ``progress`` is called).
+      checkpointed with the epoch, then ``progress`` is called). A resumed
+      run first replays its restored epochs to the callbacks (their answers
+      are ignored: those decisions were checkpointed), so a stateful
+      callback, e.g. an early stopper, sees the whole curve.
     warm_start: a parent's variables to start from instead of the
       initialisation (mapped by ``transfer``).
     transfer: ``transfer(parent_variables, child_init) -> child_variables``;
@@ -289,6 +292,9 @@ def train_child(space, arch, dataset: Any, config: dict[str, Any] | None, key, *
       curve = list(meta["curve"])
       nonfinite = int(meta["nonfinite"])
       stopped = meta.get("stopped")
+      for entry in curve:  # replay: the callbacks see the whole curve (answers already taken)
+        for cb in callbacks:
+          cb(int(entry["epoch"]), dict(entry))
 
   metric_key = task.metric.split("_", 1)[1]  # "valid_acc" -> "acc"
   step_times: list[float] = []

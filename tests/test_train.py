@@ -150,11 +150,14 @@ def test_resume_gives_identical_run(ds, tmp_path):
   with pytest.raises(_Crash):
     train.train_child(None, None, ds, cfg, key, model=Tiny(), workdir=tmp_path,
                       progress=_crash_after(2))
-  epochs_run = []
+  epochs_run, seen = [], []
   resumed = train.train_child(None, None, ds, cfg, key, model=Tiny(),
                               workdir=tmp_path,
-                              progress=lambda e, _: epochs_run.append(e))
+                              progress=lambda e, _: epochs_run.append(e),
+                              callbacks=[lambda e, entry: seen.append((e, entry["valid_acc"]))])
   assert epochs_run == [3]  # epochs 1-2 came from the checkpoint
+  # ... and were replayed to the callbacks, which see the whole curve
+  assert seen == [(e["epoch"], e["valid_acc"]) for e in straight["curve"]]
   assert _strip(resumed["curve"]) == _strip(straight["curve"])
   assert resumed["test_acc"] == straight["test_acc"]
   assert resumed["test_loss"] == straight["test_loss"]

@@ -13,6 +13,17 @@ architecture by ``make_callbacks(arch_id)``) can stop a run, and the history
 line then says why (``stopped``). The validation split is carved from the
 training split; the test split is not touched (``eval_test`` is off).
 
+Early stopping (Baker et al. 2018; ``nas_jax.predictors.learning_curves``):
+``early_stop`` in the config (``True``, or a dict of ``EarlyStopper``
+settings: ``delta``, ``min_curves``, ``refit_every``, ``min_epoch``,
+``model``; the CLI's ``--early-stop``) stops a run when its predicted final
+validation metric will probably not beat the best completed run. A stopped
+run's history line says so (``stopped``: epoch, reason and the ``predicted``
+final value); its search score is that of its last trained epoch. On resume
+the stopper re-learns from the history (``observe_history``) and a run
+resumed mid-training replays its restored epochs, so decisions are those of
+an uninterrupted search.
+
 Config (flat dict): ``dataset`` (a dataset spec, e.g. ``"digits"`` or
 ``"ptb"``, or loaded data; default ``"digits"``), ``data_dir``, for images
 ``valid_fraction``, ``valid_size``, ``train_size``, ``test_size``,
@@ -108,6 +119,7 @@ class ScratchEvaluator(Evaluator):
                  else tasks_lib.task_of(dataset))
     data_keys = dict(_DATA_KEYS, **(_IMAGE_DATA_KEYS if self.task.name == "images" else {}))
     train_keys = set(self.task.default_train_config())
+    early_stop = cfg.pop("early_stop", False)
     unknown = sorted(set(cfg) - set(data_keys) - {"workdir"} - train_keys)
     if unknown:
       raise ValueError(f"unknown scratch evaluator config keys {unknown}; "
@@ -119,8 +131,48 @@ class ScratchEvaluator(Evaluator):
     if self.train_config["valid_split"] is None:
       raise ValueError("the scratch evaluator scores on valid_split; it cannot be None")
     self.workdir = cfg.get("workdir")
+    self.stopper = self._make_stopper(early_stop)
+    if make_callbacks is None and self.stopper is not None:
+      make_callbacks = self.stopper.make_callbacks()
     self.make_callbacks = make_callbacks
     self._dataset = None
+
+  def _make_stopper(self, early_stop: Any):
+    """The ``EarlyStopper`` of the ``early_stop`` setting (None when off)."""
+    if early_stop is False or early_stop is None:
+      return None
+    if early_stop is True:
+      early_stop = {}
+    if not isinstance(early_stop, dict):
+      raise ValueError(f"early_stop must be true, false or a dict of EarlyStopper settings, "
+                       f"got {early_stop!r}")
+    allowed = {"delta", "min_curves", "refit_every", "min_epoch", "model", "n_search", "cv"}
+    unknown = sorted(set(early_stop) - allowed)
+    if unknown:
+      raise ValueError(f"unknown early_stop setting(s) {unknown}; allowed: {sorted(allowed)}")
+    if self.train_config["epochs"] < 2:
+      raise ValueError(f"early_stop needs runs of at least 2 epochs; epochs is "
+                       f"{self.train_config['epochs']}")
+    from nas_jax.predictors import learning_curves  # pylint: disable=import-outside-toplevel
+    return learning_curves.EarlyStopper.for_task(self.task, epochs=self.train_config["epochs"],
+                                                 **early_stop)
+
+  def observe_history(self, records: Sequence[dict[str, Any]]) -> None:
+    """Feeds the completed runs of a resumed search's history to the early stopper.
+
+    Args:
+      records: history lines in order (their ``curve``; stopped or failed runs
+        are skipped, as the stopper never observed them).
+    """
+    if self.stopper is None:
+      return
+    metric = self.stopper.metric
+    for r in records:
+      curve = r.get("curve") or []
+      if r.get("stopped") or r.get("error") or len(curve) != self.stopper.epochs:
+        continue
+      values = [c.get(metric) for c in curve]
+      self.stopper.observe([np.nan if v is None else float(v) for v in values])
 
   def prepare(self) -> None:
     """Loads and checks the data (split sizes against the batch size)."""
@@ -194,7 +246,11 @@ class ScratchEvaluator(Evaluator):
         info.update(curve=result["curve"], metrics={metric: value}, params=result["params"],
                     step_s=result["step_s"], nonfinite_steps=result["nonfinite_steps"])
         if result["stopped"] is not None:
-          info["stopped"] = result["stopped"]
+          info["stopped"] = dict(result["stopped"])
+          decision = self.stopper.records.get(info["arch_id"]) if self.stopper else None
+          if decision is not None:
+            info["stopped"].update(predicted=decision.predicted, predicted_std=decision.std,
+                                   prob_beats_best=decision.prob)
       costs.append(time.perf_counter() - t0)
       infos.append(info)
     return Evaluation(scores=np.asarray(scores, np.float64),

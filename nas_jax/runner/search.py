@@ -207,6 +207,9 @@ def run_search(ctx, strategy, evaluator, k_strategy, k_evaluator, k_search) -> l
     resume_lib.drop_pending(ctx, records, pending,
                             f"the {getattr(evaluator, 'name', 'evaluator')} evaluator's state (e.g. a "
                             "supernet's shared weights) cannot be rebuilt from the history")
+  observe = getattr(evaluator, "observe_history", None)
+  if observe is not None and (records or pending):  # e.g. an early stopper re-learns
+    observe(records + (pending if getattr(evaluator, "replayable", False) else []))
   meta["sessions"] += 1
   ctx.meta = meta
   budget = cfg["budget"]
