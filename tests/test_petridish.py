@@ -186,6 +186,11 @@ def test_parent_choice_follows_the_hull_rule():
   again = [pd.choose_parent(grown, jax.random.key(s), eps=0.025) for s in range(300)]
   assert np.mean(np.asarray(again) == 0) < np.mean(np.asarray(draws) == 0)
   assert pd.frontier(models) == [0, 1, 3]
+  assert pd.pareto_front(models) == [0, 1, 2, 3]  # 2: off the hull, but nothing beats it in both
+  # Models that cannot grow shape the hull but are never chosen.
+  assert {pd.choose_parent(models, jax.random.key(s), 0.025, exclude=[0, 3]) for s in range(60)} == {1, 2}
+  with pytest.raises(ValueError, match="max_layers"):
+    pd.choose_parent(models, jax.random.key(0), 0.025, exclude=[0, 1, 2, 3])
 
 
 def test_closed_form_cost_equals_the_traced_count():
@@ -235,3 +240,62 @@ def test_bad_settings_are_refused():
   from nas_jax.spaces import get_space
   with pytest.raises(ValueError, match="--space petridish"):
     pd.Petridish(get_space("nb201"), {})
+
+
+# --- the growth loop: a real run, killed and resumed ------------------------------------------------
+TINY = {"space": "petridish", "dataset": "digits", "budget": 3, "seed": 0,
+        "data": {"train_size": 192, "valid_size": 64},
+        "strategy": {"name": "petridish", "init_channels": 4, "batch_size": 32, "seed_epochs": 2,
+                     "candidate_epochs": 1, "child_epochs": 2},
+        "final": {"epochs": 0}, "checkpoint": {"interval_s": 30.0, "keep": 2}}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_job_then_resume_matches_uninterrupted(tmp_path):
+  import os
+  import pathlib
+  import random
+  import signal
+  import subprocess
+  import sys
+  import time
+  from nas_jax.runner import experiment
+  root = pathlib.Path(__file__).resolve().parents[1]
+  seed = int(os.environ.get("NAS_JAX_KILL_SEED", time.time_ns() % 10**6))
+  rng = random.Random(seed)
+  config_file = tmp_path / "config.py"
+  config_file.write_text(f"def get_config():\n  return {TINY!r}\n")
+  env = {**os.environ, "NAS_JAX_COMPILE_CACHE": str(tmp_path / "xla_cache")}
+  cmd = lambda w: [sys.executable, str(root / "experiments" / "run.py"), "--config", str(config_file),  # noqa: E731
+                   "--workdir", str(w), "--quiet"]
+  ref = tmp_path / "reference"
+  done = subprocess.run(cmd(ref), capture_output=True, cwd=root, env=env)
+  assert done.returncode == 0, done.stderr.decode()[-2000:]
+  workdir, kills = tmp_path / "killed", []
+  history = workdir / "history.jsonl"
+  lines = lambda: history.read_bytes().count(b"\n") if history.exists() else 0  # noqa: E731
+  for attempt in range(2):  # 1: once the seed is on disk, a random moment of the growth job; 2: anywhere
+    proc = subprocess.Popen(cmd(workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root, env=env)
+    t_start = time.monotonic()
+    while time.monotonic() < t_start + 600 and proc.poll() is None:
+      if (lines() >= 1) if attempt == 0 else (time.monotonic() > t_start + 8):
+        break
+      time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 20.0))
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      kills.append(history.read_bytes().count(b"\n") if history.exists() else 0)
+    else:
+      proc.communicate()
+  done = subprocess.run(cmd(workdir), capture_output=True, cwd=root, env=env)
+  info = f"kill seed {seed} (NAS_JAX_KILL_SEED), lines at the kills {kills}"
+  assert done.returncode == 0, done.stderr.decode()[-2000:] + info
+  assert kills, info
+  read = lambda w: [experiment.strip_wall_clock(json.loads(l))  # noqa: E731
+                    for l in (w / "history.jsonl").read_text().splitlines()]
+  assert read(workdir) == read(ref), info
+  assert json.loads((workdir / "pareto.json").read_text()) == json.loads((ref / "pareto.json").read_text())
+  result = json.loads((workdir / "result.json").read_text())
+  assert result["resumed_sessions"] >= 1 and result["num_evaluations"] == 3, info
+  assert all((workdir / "evaluations" / l["weights"]).is_file() for l in read(workdir))

@@ -117,7 +117,8 @@ def parent_weights(flops: Sequence[float], counts: Sequence[int]) -> np.ndarray:
   return s / s.sum()
 
 
-def choose_parent(models: Sequence[dict[str, Any]], key: jax.Array, eps: float) -> int:
+def choose_parent(models: Sequence[dict[str, Any]], key: jax.Array, eps: float,
+                  exclude: Sequence[int] = ()) -> int:
   """The index (into ``models``) of the next parent.
 
   Args:
@@ -126,9 +127,14 @@ def choose_parent(models: Sequence[dict[str, Any]], key: jax.Array, eps: float) 
       ``valid_acc`` is None never becomes a parent.
     key: ``jax.random.key``: the draw.
     eps: the hull's multiplicative band (``convex_hull_eps``).
+    exclude: indices that may shape the hull but cannot be chosen (models
+      that cannot grow any more).
 
   Returns:
     An index into ``models``.
+
+  Raises:
+    ValueError: no model near the hull can be chosen.
 
   Example:
     >>> pool = [{"flops": 1.0, "valid_acc": 50.0, "parent": None},
@@ -141,11 +147,37 @@ def choose_parent(models: Sequence[dict[str, Any]], key: jax.Array, eps: float) 
     raise ValueError("choose_parent: no trained model with valid_acc and flops in the pool")
   xs = [float(models[i]["flops"]) for i in ok]
   ys = [1.0 - float(models[i]["valid_acc"]) / 100.0 for i in ok]  # error in [0, 1]
-  near = [ok[k] for k in eps_hull(xs, ys, eps)]
+  near = [ok[k] for k in eps_hull(xs, ys, eps) if ok[k] not in set(exclude)]
+  if not near:
+    raise ValueError("choose_parent: every model near the frontier is excluded (full); raise the "
+                     "space's max_layers")
   counts = [sum(1 for m in models if m.get("parent") == i) for i in near]
   p = parent_weights([models[i]["flops"] for i in near], counts)
   u = float(jax.random.uniform(key))
   return near[min(int(np.searchsorted(np.cumsum(p), u, side="right")), len(near) - 1)]
+
+
+def pareto_front(models: Sequence[dict[str, Any]]) -> list[int]:
+  """Indices of the models no other model beats in both FLOPs and error, by increasing FLOPs.
+
+  A model is dominated by one with at most its FLOPs and at most its error,
+  better in one of them; of equal models the first trained is kept.
+
+  Example:
+    >>> pareto_front([{"flops": 1, "valid_acc": 50.0}, {"flops": 2, "valid_acc": 60.0},
+    ...               {"flops": 3, "valid_acc": 55.0}, {"flops": 1, "valid_acc": 50.0}])
+    [0, 1]
+  """
+  ok = [i for i, m in enumerate(models) if m.get("valid_acc") is not None and m.get("flops") is not None]
+  out = []
+  for i in ok:
+    fi, ai = float(models[i]["flops"]), float(models[i]["valid_acc"])
+    beaten = any(float(models[j]["flops"]) <= fi and float(models[j]["valid_acc"]) >= ai and
+                 (float(models[j]["flops"]) < fi or float(models[j]["valid_acc"]) > ai or j < i)
+                 for j in ok if j != i)
+    if not beaten:
+      out.append(i)
+  return sorted(out, key=lambda i: (float(models[i]["flops"]), i))
 
 
 def frontier(models: Sequence[dict[str, Any]]) -> list[int]:

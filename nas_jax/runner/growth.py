@@ -17,12 +17,13 @@ the seed, every later job one child::
 Each history line holds the model's ``genotype``, ``arch_id``, ``parent``,
 ``search_score`` (= ``valid_acc``, %, after its training), ``flops``,
 ``params``, its learning curve, the candidates with their merge weights and
-which were selected. After the last job ``pareto.json`` lists the models on
-the lower convex hull of (FLOPs, validation error) (``flops``, ``params``,
-``valid_acc``, ``genotype``, ...), each also written as ``frontier_<j>.json``
-(the ``best_arch.json`` format, so ``experiments/train.py --arch
-frontier_<j>.json`` retrains it), and ``frontier.png`` draws error against
-FLOPs with the frontier marked.
+which were selected. After the last job ``pareto.json`` lists the Pareto
+frontier: the models no other beats in both FLOPs and validation error
+(``flops``, ``params``, ``valid_acc``, ``genotype``, ``on_hull``: whether it
+is also on the lower convex hull that parents are chosen from), each also
+written as ``frontier_<j>.json`` (the ``best_arch.json`` format, so
+``experiments/train.py --arch frontier_<j>.json`` retrains it);
+``frontier.png`` draws error against FLOPs with both marked.
 
 **Resume.** Everything a job needs is a function of the history before it
 and its key, so the queue is rebuilt from ``history.jsonl`` on restart. A
@@ -112,7 +113,8 @@ class _Jobs:
     if j == 0:
       return {"index": 0, "kind": "seed", "parent": None}
     k_parent = jax.random.split(jax.random.fold_in(self.k_search, j), 3)[0]
-    parent = petridish_lib.choose_parent(models, k_parent, self.method.config["convex_hull_eps"])
+    full = [i for i, m in enumerate(models) if len(m["genotype"]["layers"]) >= self.space.max_layers]
+    parent = petridish_lib.choose_parent(models, k_parent, self.method.config["convex_hull_eps"], full)
     return {"index": j, "kind": "grow", "parent": parent}
 
   def run(self, job: dict[str, Any], models: list[dict[str, Any]]) -> dict[str, Any]:
@@ -238,22 +240,25 @@ def run_growth(ctx, method, k_strategy, k_search) -> list[dict[str, Any]]:
 
 def write_frontier(ctx, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """Writes ``pareto.json``, ``frontier_<j>.json`` and ``frontier.png``; returns the frontier."""
-  idx = petridish_lib.frontier(records)
-  front = [{k: records[i].get(k) for k in ("index", "arch_id", "parent", "flops", "params", "valid_acc",
-                                           "genotype")} for i in idx]
+  idx = petridish_lib.pareto_front(records)
+  hull = petridish_lib.frontier(records)
+  front = [{**{k: records[i].get(k) for k in ("index", "arch_id", "parent", "flops", "params", "valid_acc",
+                                              "genotype")}, "on_hull": i in hull} for i in idx]
   workdir_lib.write_json(ctx.workdir / "pareto.json", front)
   for m in front:
     workdir_lib.write_json(ctx.workdir / f"frontier_{m['index']}.json", {
         "space": ctx.cfg["space"], "genotype": m["genotype"], "arch_id": m["arch_id"],
         "arch": ctx.space.from_genotype(m["genotype"]).tolist(), "search_score": m["valid_acc"],
         "dataset": ctx.cfg["dataset"], "strategy": ctx.cfg["strategy"]["name"]})
-  plot_frontier(records, idx, ctx.workdir / "frontier.png",
-                f"petridish on {ctx.cfg['dataset']}: {len(records)} models, {len(idx)} on the frontier")
+  plot_frontier(records, idx, hull, ctx.workdir / "frontier.png",
+                f"petridish on {ctx.cfg['dataset']}: {len(records)} models, {len(idx)} on the Pareto "
+                f"frontier, {len(hull)} on the lower convex hull")
   return front
 
 
-def plot_frontier(records: list[dict[str, Any]], front: list[int], path: pathlib.Path, title: str) -> None:
-  """Validation error (%) against FLOPs of every model, parent -> child arrows, frontier marked."""
+def plot_frontier(records: list[dict[str, Any]], front: list[int], hull: list[int], path: pathlib.Path,
+                  title: str) -> None:
+  """Validation error (%) against FLOPs of every model, parent -> child arrows, frontier and hull marked."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -268,7 +273,9 @@ def plot_frontier(records: list[dict[str, Any]], front: list[int], path: pathlib
   ax.scatter([r["flops"] for r in ok], [100 - r["valid_acc"] for r in ok], s=14, c="0.4", label="trained models")
   fx = [records[i]["flops"] for i in front]
   fy = [100 - records[i]["valid_acc"] for i in front]
-  ax.plot(fx, fy, "-o", color="tab:red", ms=5, label="frontier (lower convex hull)")
+  ax.step(fx, fy, "-o", where="post", color="tab:red", ms=5, label="Pareto frontier")
+  ax.plot([records[i]["flops"] for i in hull], [100 - records[i]["valid_acc"] for i in hull], "--",
+          color="tab:blue", lw=1, label="lower convex hull (parents)")
   for i in front:
     ax.annotate(str(i), (records[i]["flops"], 100 - records[i]["valid_acc"]), fontsize=7,
                 xytext=(3, 3), textcoords="offset points")
