@@ -50,16 +50,29 @@ def setup():
   return cand_model, cand_vars, parent_model, parent_vars
 
 
-def _loss_and_grads(model, variables, train):
-  def loss(params):
-    if train:
-      (logits, _), _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, _x(),
-                                   train=True, mutable=["batch_stats"])
-    else:
-      logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, _x(), train=False)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, _labels()).mean(), logits
-  (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+_JITTED = {}  # (model, what) -> jitted function: each network compiles once per file
+
+
+def _loss_and_grads(model, variables, train=True):
+  """Logits and the gradients of the mean cross-entropy (batch statistics when ``train``)."""
+  if (id(model), train) not in _JITTED:
+    def loss(params, batch_stats):
+      if train:
+        (logits, _), _ = model.apply({"params": params, "batch_stats": batch_stats}, _x(),
+                                     train=True, mutable=["batch_stats"])
+      else:
+        logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, _x(), train=False)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, _labels()).mean(), logits
+    _JITTED[id(model), train] = jax.jit(jax.value_and_grad(loss, has_aux=True))
+  (_, logits), grads = _JITTED[id(model), train](variables["params"], variables["batch_stats"])
   return logits, grads
+
+
+def _infer(model, variables):
+  """Inference logits (running statistics)."""
+  if (id(model), "infer") not in _JITTED:
+    _JITTED[id(model), "infer"] = jax.jit(lambda v: model.apply(v, _x(), train=False)[0])
+  return np.asarray(_JITTED[id(model), "infer"](variables))
 
 
 def test_candidates_leave_the_parent_unchanged_and_learn(setup):
@@ -67,9 +80,7 @@ def test_candidates_leave_the_parent_unchanged_and_learn(setup):
   logits_c, grads_c = _loss_and_grads(cand_model, cand_vars, True)  # batch statistics, as in training
   logits_p, grads_p = _loss_and_grads(parent_model, parent_vars, True)
   np.testing.assert_array_equal(np.asarray(logits_c), np.asarray(logits_p))  # stop-forward: exactly +0
-  infer = lambda m, v: jax.jit(lambda v: m.apply(v, _x(), train=False)[0])(v)  # noqa: E731
-  np.testing.assert_array_equal(np.asarray(infer(cand_model, cand_vars)),
-                                np.asarray(infer(parent_model, parent_vars)))
+  np.testing.assert_array_equal(_infer(cand_model, cand_vars), _infer(parent_model, parent_vars))
   for name in grads_p:  # stop-gradient: the parent's gradients are the parent alone's
     for a, b in zip(jax.tree.leaves(grads_c[name]), jax.tree.leaves(grads_p[name])):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7, err_msg=name)
@@ -94,8 +105,8 @@ def test_without_stop_gradient_the_parent_would_change(setup):
   init = jax.jit(lambda k: child.init({"params": k}, _x(), train=False))(jax.random.key(0))
   v = nets.transfer_from_candidates(2, [3])(cand_vars, init)
   v["params"]["gate_2"] = jnp.asarray(1.0)
-  _, g_child = _loss_and_grads(child, v, True)
-  _, g_parent = _loss_and_grads(parent_model, parent_vars, True)
+  _, g_child = _loss_and_grads(child, v)
+  _, g_parent = _loss_and_grads(parent_model, parent_vars)
   assert not np.allclose(np.asarray(g_child["stem"]["w"]), np.asarray(g_parent["stem"]["w"]))
 
 
@@ -112,12 +123,10 @@ def test_warm_started_child_reproduces_its_parent_at_step_0(setup):
                     jax.tree.leaves(cand_vars["params"][f"cand_{c}"])):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert float(moved["params"][f"gate_{2 + k}"]) == 0.0
-  run_parent = jax.jit(lambda v: parent_model.apply(v, _x(n=4, seed=3), train=False)[0])
-  run_child = jax.jit(lambda v: child.apply(v, _x(n=4, seed=3), train=False)[0])
-  parent_out, child_out = run_parent(parent_vars), run_child(moved)
-  np.testing.assert_array_equal(np.asarray(child_out), np.asarray(parent_out))
+  parent_out, child_out = _infer(parent_model, parent_vars), _infer(child, moved)
+  np.testing.assert_array_equal(child_out, parent_out)
   moved["params"]["gate_2"] = jnp.asarray(0.5)  # and the new layers are live once their gate opens
-  opened = run_child(moved)
+  opened = _infer(child, moved)
   assert not np.allclose(np.asarray(opened), np.asarray(parent_out))
 
 

@@ -109,29 +109,30 @@ class PetridishSpace(SearchSpace):
     return self.validate(a)
 
   # --- sampling -------------------------------------------------------------
-  def _row(self, key):
-    k1, k2, k3 = jax.random.split(key, 3)
-    op = jax.random.randint(k1, (), 1, NUM_OPS + 1)
-    join = jax.random.randint(k2, (), 0, self.num_nodes)
-    logits = jnp.where(jnp.asarray(self.allowed)[join], 0.0, -jnp.inf)
-    inp = jax.random.categorical(k3, logits)
-    return jnp.stack([op, inp, join]).astype(jnp.int32)
+  def _rows(self, u):
+    """Rows from uniforms ``u[..., 3]`` in [0, 1): op, join, then an allowed input of that join."""
+    allowed = jnp.asarray(self.allowed)
+    op = 1 + jnp.floor(u[..., 0] * NUM_OPS).astype(jnp.int32)
+    join = jnp.floor(u[..., 1] * self.num_nodes).astype(jnp.int32)
+    ok = allowed[join]
+    pick = jnp.floor(u[..., 2] * ok.sum(-1)).astype(jnp.int32)
+    inp = jnp.argmax(jnp.cumsum(ok, -1) > pick[..., None], axis=-1).astype(jnp.int32)
+    return jnp.stack([op, inp, join], -1)
 
   def sample(self, key: jax.Array) -> jax.Array:
-    """A random number of random rows (unused rows last); jittable."""
-    k_n, k_rows = jax.random.split(key)
-    n = jax.random.randint(k_n, (), 0, self.max_layers + 1)
-    rows = jax.vmap(self._row)(jax.random.split(k_rows, self.max_layers))
+    """A random number of random rows (unused rows last); jittable (one uniform draw)."""
+    u = jax.random.uniform(key, (self.max_layers + 1, 3))
+    n = jnp.floor(u[-1, 0] * (self.max_layers + 1)).astype(jnp.int32)
     used = jnp.arange(self.max_layers) < n
-    return jnp.where(used[:, None], rows, 0).astype(jnp.int32)
+    return jnp.where(used[:, None], self._rows(u[:-1]), 0).astype(jnp.int32)
 
   def mutate(self, key: jax.Array, arch: jax.Array) -> jax.Array:
     """Redraws one used row (or adds a first row to the seed); jittable."""
     arch = jnp.asarray(arch, jnp.int32)
-    k_i, k_row = jax.random.split(key)
+    u = jax.random.uniform(key, (4,))
     n = jnp.sum(arch[:, 0] > 0)
-    i = jnp.where(n > 0, jax.random.randint(k_i, (), 0, jnp.maximum(n, 1)), 0)
-    return arch.at[i].set(self._row(k_row))
+    i = jnp.minimum(jnp.floor(u[3] * jnp.maximum(n, 1)).astype(jnp.int32), self.max_layers - 1)
+    return arch.at[i].set(self._rows(u[:3]))
 
   # --- checking and identity ------------------------------------------------
   def validate(self, arch: Any) -> np.ndarray:
