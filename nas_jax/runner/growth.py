@@ -153,6 +153,7 @@ class _Jobs:
                             for r, w in zip(cands, omega)]
       line["selected"], line["selection"] = [int(i) for i in selected], how
       line["candidate_curve"] = cand["curve"]
+      line["candidate_timing"] = {"first_step_s": cand["first_step_s"], "step_s": cand["step_s"]}
       line["candidate_nonfinite_steps"] = cand["nonfinite_steps"]
     save_variables(folder / WEIGHTS, out.pop("variables"))
     cost = method.cost(arch)
@@ -165,6 +166,7 @@ class _Jobs:
                     "train_acc": _last(curve, "train_acc")},
         "flops": int(cost["flops"]), "params": int(cost["params"]),
         "curve": curve, "stopped": out["stopped"], "nonfinite_steps": out["nonfinite_steps"],
+        "first_step_s": out["first_step_s"], "step_s": out["step_s"],
         "weights": str((folder / WEIGHTS).relative_to(self.root)),
         "cost_s": round(time.perf_counter() - t0, 3)})
     return line
