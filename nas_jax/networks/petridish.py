@@ -46,7 +46,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Sequence
 
 import chex
