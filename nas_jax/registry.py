@@ -36,6 +36,7 @@ STRATEGIES: dict[str, str] = {
     "enas": "nas_jax.strategies.enas:ENAS",
     # one-shot methods (kind "oneshot": nas_jax.oneshot.base)
     "darts": "nas_jax.oneshot.darts:DARTS",
+    "bayesnas": "nas_jax.oneshot.bayesnas:BayesNAS",
     "enas_oneshot": "nas_jax.oneshot.enas:ENASOneShot",
     # growth methods (kind "growth": nas_jax.runner.growth)
     "petridish": "nas_jax.growth.petridish:Petridish",

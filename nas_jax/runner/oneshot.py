@@ -10,6 +10,7 @@ Runs a ``nas_jax.oneshot.base.OneShotMethod`` (DARTS, BayesNAS) for
       -> history line e: epoch, arch id, genotype, search score, raw metrics,
          mean training metrics, a summary of the architecture parameters,
          FLOPs and parameters of the derived network
+    method.plot(records, workdir)   # if the method has one: its own figure
 
 The method state and the loop position (epoch, step, the running sums of the
 epoch's training metrics) are checkpointed every ``checkpoint.interval_s``
@@ -139,4 +140,7 @@ def run_oneshot(ctx, method, k_strategy, k_search) -> list[dict[str, Any]]:
   finally:
     bar.close()
   ctx.search_seconds = round(seconds0 + time.perf_counter() - t0, 3)
+  plot = getattr(method, "plot", None)  # a method's own figure (BayesNAS: switches.png), from the history
+  if callable(plot) and records:
+    plot(records, ctx.workdir)
   return records

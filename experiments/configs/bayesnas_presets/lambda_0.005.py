@@ -1,0 +1,8 @@
+"""BayesNAS with lambda = 0.005 (one of the paper's CIFAR-10 settings; the authors' pre_trained/0.005 network).
+
+    python experiments/run.py --strategy bayesnas --space darts --config experiments/configs/bayesnas_presets/lambda_0.005.py
+"""
+
+
+def get_config():
+  return {"strategy": {"name": "bayesnas", "lam": 0.005}}
