@@ -398,3 +398,39 @@ def test_materialise_batched_and_single_record_sources():
   np.testing.assert_array_equal(x1, x2)
   np.testing.assert_array_equal(y1, y2)
   np.testing.assert_array_equal(y1[:4], [0, 1, 2, 0])
+
+
+class _EdgeRng:
+  """An rng double whose uniform draws are the upper bound (a fixed distortion)."""
+
+  def uniform(self, lo, hi, size):
+    return np.full(size, hi, np.float64)
+
+
+def test_affine_rotation_and_zoom_are_exact_on_a_grid():
+  from nas_jax.data import images as images_lib
+  x = np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 5, 5, 1)
+  # +90 degrees, no zoom: a quarter turn of the grid (every source pixel is a grid point)
+  y = images_lib._affine(x, 90.0, 0.0, _EdgeRng())
+  assert np.allclose(y, np.rot90(x, k=1, axes=(2, 1)), atol=1e-5) or \
+      np.allclose(y, np.rot90(x, k=1, axes=(1, 2)), atol=1e-5)
+  # zoom 2 (scale 1.0 is out of range for the config, fine here): the centre pixel
+  # spreads over the centre 3x3 under bilinear sampling of half-pixel steps
+  z = np.zeros((1, 5, 5, 1), np.float32)
+  z[0, 2, 2] = 1.0
+  out = images_lib._affine(z, 0.0, 1.0, _EdgeRng())[0, :, :, 0]
+  assert out[2, 2] == 1.0 and out[1, 2] == pytest.approx(0.5) and out[1, 1] == pytest.approx(0.25)
+  assert out[0].sum() == 0 and out[:, 0].sum() == 0
+
+
+def test_affine_settings_are_checked_and_reach_the_augmentation():
+  from nas_jax.tasks.images import ImageClassification, resolve_config
+  with pytest.raises(ValueError, match=r"rotate=200.0: must be degrees in \[0, 180\]"):
+    resolve_config({"rotate": 200.0})
+  with pytest.raises(ValueError, match=r"scale=1.5: must be in \[0, 1\)"):
+    resolve_config({"scale": 1.5})
+  ds = data.load_dataset("digits", train_size=64)
+  aug = ImageClassification()._augment(ds, resolve_config({"rotate": 10.0, "scale": 0.1}))
+  assert (aug.rotate, aug.scale, aug.pad, aug.flip) == (10.0, 0.1, 1, False)
+  plain = ImageClassification()._augment(ds, resolve_config({}))
+  assert (plain.rotate, plain.scale) == (0.0, 0.0)

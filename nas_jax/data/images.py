@@ -440,22 +440,31 @@ class Augment:
     flip: random horizontal flip.
     cutout: side of the square zeroed after normalisation (DeVries & Taylor;
       16 for 32x32 in DARTS/NAO final training); 0: off.
+    rotate: largest random rotation in degrees (0: off), and
+    scale: largest relative random zoom (0: off): a random affine map about
+      the image centre, bilinear, zeros outside (the classic distortions for
+      handwritten digits, Simard et al. 2003); applied before pad-crop.
   """
   pad: int = 0
   flip: bool = False
   cutout: int = 0
+  rotate: float = 0.0
+  scale: float = 0.0
 
 
-def default_augment(ds: ImageDataset, *, cutout: int | None = 0) -> Augment:
+def default_augment(ds: ImageDataset, *, cutout: int | None = 0, rotate: float = 0.0,
+                    scale: float = 0.0) -> Augment:
   """The usual augmentation for ``ds``'s image size.
 
   Pad 4 for 32x32 (scaled down: ``H // 8``, at least 1), flip unless the
   dataset forbids it (digits), cutout ``cutout`` (``None``: ``H // 2``, i.e.
-  16 for 32x32 and 4 for 8x8).
+  16 for 32x32 and 4 for 8x8), and the random affine map of ``rotate`` /
+  ``scale`` (off by default).
   """
   h = ds.image_shape[0]
   return Augment(pad=max(1, h // 8), flip=ds.flip,
-                 cutout=h // 2 if cutout is None else int(cutout))
+                 cutout=h // 2 if cutout is None else int(cutout),
+                 rotate=float(rotate), scale=float(scale))
 
 
 def num_batches(ds: ImageDataset, split: str, batch_size: int, *,
@@ -465,9 +474,42 @@ def num_batches(ds: ImageDataset, split: str, batch_size: int, *,
   return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
-def _augment(x: np.ndarray, aug: Augment, rng: np.random.Generator):
-  """Pad-crop and flip on [0, 1] float images (NHWC)."""
+def _affine(x: np.ndarray, rotate: float, scale: float, rng: np.random.Generator) -> np.ndarray:
+  """Random rotation (up to ``rotate`` degrees) and zoom (``1 +- scale``), bilinear, NHWC.
+
+  Example:
+    >>> x = np.zeros((1, 5, 5, 1), np.float32); x[0, 2, 2] = 1.0
+    >>> y = _affine(x, 45.0, 0.0, np.random.default_rng(0))  # the centre is fixed
+    >>> float(y[0, 2, 2, 0])
+    1.0
+  """
   b, h, w, _ = x.shape
+  theta = np.deg2rad(rng.uniform(-rotate, rotate, size=b))
+  zoom = rng.uniform(1.0 - scale, 1.0 + scale, size=b)
+  cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+  ys, xs = np.meshgrid(np.arange(h) - cy, np.arange(w) - cx, indexing="ij")
+  cos, sin = (np.cos(theta) / zoom)[:, None, None], (np.sin(theta) / zoom)[:, None, None]
+  # source coordinates of every output pixel (the inverse map)
+  sy = cos * ys[None] - sin * xs[None] + cy
+  sx = sin * ys[None] + cos * xs[None] + cx
+  y0, x0 = np.floor(sy).astype(np.int64), np.floor(sx).astype(np.int64)
+  fy, fx = (sy - y0)[..., None], (sx - x0)[..., None]
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  n = np.arange(b)[:, None, None]
+
+  def at(yy, xx):  # zeros outside the image
+    return padded[n, np.clip(yy + 1, 0, h + 1), np.clip(xx + 1, 0, w + 1)]
+
+  out = ((1 - fy) * (1 - fx) * at(y0, x0) + (1 - fy) * fx * at(y0, x0 + 1)
+         + fy * (1 - fx) * at(y0 + 1, x0) + fy * fx * at(y0 + 1, x0 + 1))
+  return out.astype(x.dtype)
+
+
+def _augment(x: np.ndarray, aug: Augment, rng: np.random.Generator):
+  """Affine distortion, pad-crop and flip on [0, 1] float images (NHWC)."""
+  b, h, w, _ = x.shape
+  if aug.rotate > 0 or aug.scale > 0:
+    x = _affine(x, aug.rotate, aug.scale, rng)
   if aug.pad > 0:
     p = aug.pad
     padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))

@@ -73,6 +73,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "drop_path_prob": 0.0,
     "cutout": 0,
     "augment": True,
+    # Random affine distortion (with augment): largest rotation in degrees and
+    # relative zoom; 0 = off (the papers' CIFAR recipes use none; for 8x8
+    # digits see experiments/configs/default.py).
+    "rotate": 0.0,
+    "scale": 0.0,
     # Network size. Papers: init_channels 36, layers 20 (DARTS, NAO).
     "init_channels": 16,
     "layers": 5,
@@ -133,6 +138,8 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
   for name in ("lr", "lr_min", "weight_decay", "auxiliary_weight"):
     check(name, _is_num(cfg[name]) and cfg[name] >= 0, "a finite number >= 0")
   check("lr", cfg["lr"] > 0, "> 0")
+  check("rotate", _is_num(cfg["rotate"]) and 0 <= cfg["rotate"] <= 180, "degrees in [0, 180]")
+  check("scale", _is_num(cfg["scale"]) and 0 <= cfg["scale"] < 1, "in [0, 1)")
   check("lr_min", cfg["lr_min"] <= cfg["lr"], "<= lr")
   check("momentum", _is_num(cfg["momentum"]) and 0 <= cfg["momentum"] < 1,
         "in [0, 1)")
@@ -393,7 +400,8 @@ class ImageClassification(Task):
 
   def _augment(self, data, cfg):
     if cfg["augment"]:
-      return data_lib.default_augment(data, cutout=cfg["cutout"])
+      return data_lib.default_augment(data, cutout=cfg["cutout"], rotate=cfg["rotate"],
+                                      scale=cfg["scale"])
     if cfg["cutout"]:
       return data_lib.Augment(cutout=int(cfg["cutout"]))
     return None
