@@ -26,6 +26,7 @@ SPACES: dict[str, str] = {
     "darts": "nas_jax.spaces.darts:DartsSpace",
     "rnn": "nas_jax.spaces.rnn:RNNSpace",
     "petridish": "nas_jax.spaces.petridish:PetridishSpace",
+    "petridish_cell": "nas_jax.spaces.petridish_cell:PetridishCellSpace",
 }
 
 STRATEGIES: dict[str, str] = {

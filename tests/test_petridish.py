@@ -97,6 +97,7 @@ def test_candidates_leave_the_parent_unchanged_and_learn(setup):
   assert np.all(np.abs(data_grad) > 0), data_grad
 
 
+@pytest.mark.slow
 def test_without_stop_gradient_the_parent_would_change(setup):
   """The check above can fail: the same candidates merged as a child do change the parent's gradients."""
   _, cand_vars, parent_model, parent_vars = setup
@@ -308,3 +309,56 @@ def test_sigkill_mid_job_then_resume_matches_uninterrupted(tmp_path):
   result = json.loads((workdir / "result.json").read_text())
   assert result["resumed_sessions"] >= 1 and result["num_evaluations"] == 3, info
   assert all((workdir / "evaluations" / l["weights"]).is_file() for l in read(workdir))
+
+
+# --- cell-based growth: shared normal / reduction cells ----------------------------------------------
+def _cell_setup():
+  from nas_jax.networks import petridish_cell as cell_nets
+  from nas_jax.spaces.petridish_cell import PetridishCellSpace
+  space = PetridishCellSpace(stages=2, cells_per_stage=1, max_layers=6)
+  parent = space.append(space.empty(), [(OPS.index("sep_conv_3x3") + 1, 2, 0),
+                                        (OPS.index("max_pool_3x3") + 1, 0, 1)])
+  cands = [(OPS.index("sep_conv_3x3") + 1, 1, 0), (OPS.index("skip_connect") + 1, 0, 1),
+           (OPS.index("dil_conv_3x3") + 1, 2, 1)]
+  cand_model = cell_nets.build_candidates(space, parent, cands, **NET)
+  v = jax.jit(lambda k: cand_model.init({"params": k}, _x(), train=False))(jax.random.key(0))
+  params = dict(v["params"])
+  params["c0_gate_0"], params["c1_gate_1"] = jnp.asarray(0.6), jnp.asarray(-0.3)
+  cand_vars = {"params": params, "batch_stats": v["batch_stats"]}
+  parent_model = cell_nets.build_child(space, parent, **NET)
+  shapes = jax.eval_shape(lambda: parent_model.init({"params": jax.random.key(0)}, _x(), train=False))
+  parent_vars = {col: {k: cand_vars[col][k] for k in shapes[col]} for col in shapes}
+  return space, parent, cands, cand_model, cand_vars, parent_model, parent_vars
+
+
+def test_cell_growth_keeps_the_parent_function():
+  from nas_jax.networks import petridish_cell as cell_nets
+  space, parent, cands, cand_model, cand_vars, parent_model, parent_vars = _cell_setup()
+  # Candidates in every cell of their type leave the parent's outputs unchanged ...
+  np.testing.assert_array_equal(_infer(cand_model, cand_vars), _infer(parent_model, parent_vars))
+  assert {k for k in cand_vars["params"] if "cand" in k} == {
+      "c0_cand_0", "c2_cand_0", "c1_cand_1", "c1_cand_2"}  # per instance of the cell type
+  # ... and the grown child, warm-started through the transfer, computes the parent's function.
+  selected = [2, 0]
+  child = cell_nets.build_child(space, space.append(parent, [cands[i] for i in selected]), **NET)
+  init = jax.jit(lambda k: child.init({"params": k}, _x(), train=False))(jax.random.key(3))
+  moved = nets.transfer_from_candidates(2, selected)(cand_vars, init)
+  _check_same_structure(moved, init)
+  np.testing.assert_array_equal(np.asarray(moved["params"]["c1_layer_2"]["pw"]),
+                                np.asarray(cand_vars["params"]["c1_cand_2"]["pw"]))
+  np.testing.assert_array_equal(_infer(child, moved), _infer(parent_model, parent_vars))
+  moved["params"]["c2_gate_3"] = jnp.asarray(0.5)
+  assert not np.allclose(_infer(child, moved), _infer(parent_model, parent_vars))
+
+
+@pytest.mark.slow
+def test_cell_candidates_leave_the_parent_gradients_unchanged():
+  _, _, cands, cand_model, cand_vars, parent_model, parent_vars = _cell_setup()
+  logits_c, grads_c = _loss_and_grads(cand_model, cand_vars)
+  logits_p, grads_p = _loss_and_grads(parent_model, parent_vars)
+  np.testing.assert_array_equal(np.asarray(logits_c), np.asarray(logits_p))
+  for name in grads_p:
+    for a, b in zip(jax.tree.leaves(grads_c[name]), jax.tree.leaves(grads_p[name])):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7, err_msg=name)
+  for name in ("c0_cand_0", "c2_cand_0", "c1_cand_2"):  # the candidates with weights learn
+    assert sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree.leaves(grads_c[name])) > 0, name

@@ -203,7 +203,7 @@ class Petridish:
   name = "petridish"
   kind = "growth"
   needs = ("data", "workdir")
-  supported_spaces = ("petridish",)
+  supported_spaces = ("petridish", "petridish_cell")
 
   def __init__(self, space, config: dict[str, Any] | None = None, *, data: Any = None,
                workdir: str | None = None):
@@ -212,9 +212,11 @@ class Petridish:
     if unknown:
       raise ValueError(f"unknown petridish setting(s) {unknown}; allowed: {sorted(defaults)}")
     if space.name not in self.supported_spaces:
-      raise ValueError(f"strategy 'petridish' grows networks of the 'petridish' space, not {space.name!r}; "
-                       "use --space petridish")
+      raise ValueError(f"strategy 'petridish' grows networks of the 'petridish' (macro) or "
+                       f"'petridish_cell' space, not {space.name!r}; use --space petridish")
     self.space, self.data, self.workdir = space, data, workdir
+    from nas_jax import networks  # pylint: disable=import-outside-toplevel
+    self.family = networks.family(space.name)  # build_child / build_candidates / cost
     self.config = cfg = {**defaults, **(config or {})}
     for name in ("seed_epochs", "candidate_epochs", "child_epochs", "select_k", "joins_per_phase",
                  "inputs_per_join", "init_channels", "batch_size"):
@@ -268,9 +270,8 @@ class Petridish:
 
   def cost(self, arch: Any) -> dict[str, int]:
     """FLOPs and parameters of ``arch``'s network at the search's width."""
-    shape = tuple(self.data.image_shape)
-    return nets.child_cost(arch, stages=self.space.stages, layers_per_stage=self.space.layers_per_stage,
-                           input_shape=shape, **self.network())
+    return self.family.cost(arch, space=self.space, input_shape=tuple(self.data.image_shape),
+                            **self.network())
 
   def propose_candidates(self, arch: Any, key: jax.Array) -> list[tuple[int, int, int]]:
     """Candidate rows for a parent: every op on sampled inputs at sampled join nodes."""

@@ -46,6 +46,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Sequence
 
 import chex
@@ -281,8 +282,10 @@ def transfer_from_candidates(num_parent_layers: int, selected: Sequence[int]):
   The child's first ``num_parent_layers`` layers are the parent's; its next
   ones are the ``selected`` candidates in that order. Every parent leaf is
   copied by name; candidate ``selected[k]``'s op weights and statistics
-  become the child's ``layer_<num_parent_layers + k>``; the child's new gates
-  keep their initial 0, so the child computes its parent's function.
+  (``<prefix>cand_<c>``, the prefix naming a cell instance in the cell
+  network) become the child's ``<prefix>layer_<num_parent_layers + k>``; the
+  child's new gates keep their initial 0, so the child computes its parent's
+  function.
 
   Args:
     num_parent_layers: used rows of the parent's arch.
@@ -291,18 +294,30 @@ def transfer_from_candidates(num_parent_layers: int, selected: Sequence[int]):
   Returns:
     ``transfer(candidate_variables, child_init) -> child_variables``.
   """
-  rename = {f"cand_{c}": f"layer_{num_parent_layers + k}" for k, c in enumerate(selected)}
+  new_index = {int(c): num_parent_layers + k for k, c in enumerate(selected)}
+
+  def renamed(name):
+    """``<prefix>cand_<c>`` -> ``<prefix>layer_<new>`` for a selected ``c`` (None: dropped)."""
+    m = re.fullmatch(r"(.*)cand_(\d+)", name)
+    if m is None:
+      return name
+    c = int(m.group(2))
+    return f"{m.group(1)}layer_{new_index[c]}" if c in new_index else None
+
+  def new_gate(name):
+    m = re.fullmatch(r"(.*)gate_(\d+)", name)
+    return m is not None and int(m.group(2)) >= num_parent_layers
 
   def transfer(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for col, tree in child.items():
-      src = dict(parent.get(col, {}))
-      for old, new in rename.items():
-        if old in src:
-          src[new] = src.pop(old)
+      src = {}
+      for name, value in dict(parent.get(col, {})).items():
+        if renamed(name) is not None:
+          src[renamed(name)] = value
       merged = {}
       for name, leaf in tree.items():
-        if name in src and name.startswith("gate_") and int(name[5:]) >= num_parent_layers:
+        if name in src and new_gate(name):
           merged[name] = leaf
         elif name in src:
           got = src[name]
@@ -377,6 +392,10 @@ class PetridishFamily:
   def build_child(self, space: Any, arch: Any, **config: Any) -> PetridishNet:
     """See the module function ``build_child``."""
     return build_child(space, arch, **config)
+
+  def build_candidates(self, space: Any, arch: Any, candidates, **config: Any) -> PetridishNet:
+    """See the module function ``build_candidates``."""
+    return build_candidates(space, arch, candidates, **config)
 
   def cost(self, arch: Any, *, space: Any = None, **config: Any) -> dict[str, int]:
     """Closed-form FLOPs / parameters (``child_cost``) of the default-shaped space's child."""

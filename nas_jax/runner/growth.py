@@ -138,7 +138,7 @@ class _Jobs:
         raise ValueError(f"petridish: model {job['parent']} has no free row left; raise the space's "
                          "max_layers")
       from nas_jax.train import train_child  # pylint: disable=import-outside-toplevel
-      model = nets.build_candidates(space, parent_arch, cands, **method.network())
+      model = method.family.build_candidates(space, parent_arch, cands, **method.network())
       cand = train_child(None, None, data, method.train_config(method.config["candidate_epochs"]),
                          jax.random.fold_in(k_cand, 1), model=model, workdir=folder / "candidates",
                          warm_start=parent_vars, return_variables=True)
