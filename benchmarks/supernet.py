@@ -26,6 +26,12 @@ random 32x32x3 images. Prints and writes JSON with:
   "einsum" the pure-JAX versions); ``fusion``: whether the undifferentiated
   forward ran separable-conv halves as one fused kernel, and the nasnet
   evaluation its forward-only form (``--fusion``, ``ops.implementation``);
+- ``kernels``: whether the C++ CPU kernels ran (``kernels_off_reason`` says why
+  not). ``--kernels off`` (or ``NAS_JAX_KERNELS=0``) times the pure-JAX path,
+  the one GPUs and TPUs run, on a CPU too, so a regression there shows without
+  an accelerator; ``devices`` / ``backend``: what it ran on (the train step is
+  data-parallel over every device, ``nas_jax.parallel``); ``benchmarks/accelerator.sh``
+  runs both paths on both spaces and a short search in one go;
 - with ``--child-archs K``: ``child_vs_supernet``, for K of the architectures,
   the median train-step time of the fixed child network compiled for that one
   architecture (same ops, no switch, no scan) beside the supernet's on the
@@ -36,6 +42,7 @@ Usage:
     python benchmarks/supernet.py --out /tmp/supernet.json
     python benchmarks/supernet.py --space nb201 --out /tmp/supernet_nb201.json
     python benchmarks/supernet.py --depthwise shift --pointwise einsum   # without the C++ kernels
+    python benchmarks/supernet.py --kernels off        # the pure-JAX path (GPU / TPU), here on CPU
 """
 from __future__ import annotations
 
@@ -165,10 +172,14 @@ def main() -> None:
   parser.add_argument("--pointwise", default="auto", choices=["auto", "kernel", "einsum"])
   parser.add_argument("--fusion", default="on", choices=["on", "off"],
                       help="fused forward kernel of separable-conv halves (ops.implementation(fusion=...))")
+  parser.add_argument("--kernels", default="auto", choices=["auto", "off"],
+                      help="off: never load the C++ CPU kernels (as NAS_JAX_KERNELS=0): the pure-JAX path")
   parser.add_argument("--child-archs", type=int, default=0,
                       help="also time the child network of this many archs (nasnet; compiles each, ~40 s)")
   args = parser.parse_args()
   t_start = _process_start()
+  if args.kernels == "off":
+    os.environ["NAS_JAX_KERNELS"] = "0"  # read when the kernels are first asked for, below
 
   from nas_jax import ops  # pylint: disable=import-outside-toplevel
   with ops.implementation(depthwise=args.depthwise, pointwise=args.pointwise, fusion=args.fusion == "on"):
@@ -181,6 +192,7 @@ def _run(args: argparse.Namespace, t_start: float) -> None:
   import numpy as np
 
   from nas_jax import networks, ops, runtime
+  from nas_jax.kernels import build as kernels_build
 
   compile_events: list[float] = []
 
@@ -251,6 +263,7 @@ def _run(args: argparse.Namespace, t_start: float) -> None:
     print(f"eval_archs[{method}]: {args.eval_archs} archs x {args.eval_batch} images in {dt:.2f} s "
           f"= {eval_rates[method]:.2f} archs/s (first call incl. compile {first:.1f} s)", flush=True)
 
+  on_cpu = jax.default_backend() == "cpu"
   result = {
       "cold_start_s": round(cold_start, 2),
       "compile_s": round(compile_train, 2),
@@ -268,6 +281,10 @@ def _run(args: argparse.Namespace, t_start: float) -> None:
       "pointwise_impl": ops.pointwise_impl(),
       "fusion": ops.fusion_active(),
       "huge_pages": runtime.huge_pages_active(),
+      "kernels": on_cpu and kernels_build.available(),
+      "kernels_off_reason": ((kernels_build.unavailable_reason() or None) if on_cpu else
+                             f"{jax.default_backend()} backend: the kernels are CPU-only"),
+      "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
       "space": args.space,
       **({"child_vs_supernet": child_rows} if child_rows else {}),
       "config": {"batch": args.batch, "size": args.size, "channels": args.channels, "layers": layers,
