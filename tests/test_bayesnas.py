@@ -346,3 +346,21 @@ def test_sigkill_then_resume_matches_uninterrupted(table, tmp_path):
   got_result = json.loads((workdir / "result.json").read_text())
   assert runner.strip_wall_clock(got_result) == runner.strip_wall_clock(result), info
   assert killed and got_result["resumed_sessions"] >= 1, info
+
+
+# --- compression (nas_jax.oneshot.bayesnas_compress) ------------------------------------------
+def test_lenet_switches_and_weight_count():
+  from nas_jax.oneshot import bayesnas_compress as bc  # pylint: disable=import-outside-toplevel
+  full = {k: np.ones(n) for k, n in bc.UNITS.items()}
+  assert sum(bc.kept_weights(full, (8, 8, 1), 10).values()) == 21150
+  half = {k: np.arange(n) % 2 == 0 for k, n in bc.UNITS.items()}
+  assert bc.kept_weights(half, (8, 8, 1), 10) == {"conv1": 75, "conv2": 25 * 3 * 8, "fc1": 4 * 8 * 60,
+                                                  "fc2": 60 * 42, "fc3": 420}
+  params = bc.init_lenet(jax.random.key(0), (8, 8, 1), 10)
+  x = jnp.ones((2, 8, 8, 1))
+  on = {k: jnp.ones(n) for k, n in bc.UNITS.items()}
+  off = {**on, "fc2": jnp.zeros(84)}  # a layer switched off: only the last bias is left
+  assert bc.apply_lenet(params, on, x).shape == (2, 10)
+  np.testing.assert_allclose(np.asarray(bc.apply_lenet(params, off, x)), np.zeros((2, 10)), atol=1e-6)
+  with pytest.raises(ValueError, match="unknown compression setting"):
+    bc.compress(_DATA, {"lambda": 0.1})

@@ -1,0 +1,228 @@
+"""BayesNAS's prior as network compression: switches on the filters and neurons of LeNet-5.
+
+The paper (Zhou et al., ICML 2019, section 5) applies the same hierarchical
+ARD prior to an ordinary CNN to prune whole filters and neurons (structural
+sparsity). Here every conv filter and every hidden neuron of LeNet-5 gets a
+scalar switch multiplying its output; the switches carry the ARD prior of
+``nas_jax.oneshot.bayesnas`` (``ard_update``: ``C``, ``omega``, ``gamma``; the
+re-weighted penalty ``lambda * sum omega |s|``), updated after each epoch of
+joint training from the exact Hessian diagonal w.r.t. the switches (a few
+hundred switches on a small network: ``hessian_diagonal(mode="exact")``). A
+switch whose ``gamma`` falls below ``prune_threshold`` removes its filter or
+neuron, and with it the weights that feed it and the weights it feeds; the
+pruned network is then fine-tuned with the survivors' switches folded in.
+
+LeNet-5 (LeCun et al. 1998) sized for 8x8 digits: conv5x5(6, same)-ReLU-
+maxpool2, conv5x5(16, same)-ReLU-maxpool2, dense 120-ReLU, dense 84-ReLU,
+dense 10 (21,150 weights; the 32x32 original has 61,470).
+
+Status (measured on digits, 2 busy cores, seed 0; ``lam`` sets how hard the
+switches are pushed, and the issue's target, 90 % of the weights pruned
+within 1 point of accuracy, is NOT reached yet): dense 96.66 % test accuracy;
+``lam`` 0.05: nothing pruned after 12 iterations; 0.5: the network collapses
+in the first iteration; 0.15 with 15 iterations: conv2 16 -> 6 filters, fc1
+120 -> 108 neurons, 35.9 % of the weights pruned, 95.27 % after fine-tuning
+(-1.4 points). Pruning was still accelerating at the end (fc2, 9,072 of the
+13,554 kept weights, untouched), so longer runs and a per-layer ``lam`` are
+the next things to try.
+
+``compress(data, config)`` returns a report: test accuracy before and after,
+weights kept per layer, the fraction pruned, and the sparsity/accuracy curve
+over the outer iterations; ``plot_report`` draws it.
+
+Example:
+    >>> cfg = default_config()
+    >>> cfg["lam"], cfg["outer_iterations"]
+    (0.01, 10)
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nas_jax.data import images as data_lib
+from nas_jax.oneshot import bayesnas
+
+LAYERS = ("conv1", "conv2", "fc1", "fc2")  # layers with switches (their output units)
+UNITS = {"conv1": 6, "conv2": 16, "fc1": 120, "fc2": 84}  # LeNet-5
+
+
+def default_config() -> dict[str, Any]:
+  """Settings of ``compress``; sources in the comments."""
+  return {
+      "lam": 0.01,              # BayesNAS's lambda (paper presets 0.01 / 0.007 / 0.005)
+      "outer_iterations": 10,   # epochs of joint training, each followed by the prior update
+      "pretrain_epochs": 10,    # weights only first (the paper's schedule: weights, then weights + switches)
+      "finetune_epochs": 10,    # after pruning
+      "batch_size": 64,
+      "lr": 1e-3,               # AdamW on the weights (the paper's compression runs do not state one; ours)
+      "switch_lr": 0.05,        # proximal SGD on the switches (soft threshold: pruned switches are exact zeros)
+      "weight_decay": 1e-4,     # AdamW on the weights: keeps them from growing to undo the switches' shrinkage
+      "prune_threshold": 1e-3,  # on gamma, as nas_jax.oneshot.bayesnas
+      "seed": 0,
+  }
+
+
+def init_lenet(key: jax.Array, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
+  """LeNet-5 weights (He-normal, zero biases) for ``image_shape`` inputs."""
+  h, w, c = image_shape
+  flat = (h // 4) * (w // 4) * 16
+  shapes = {"conv1": (5, 5, c, 6), "conv2": (5, 5, 6, 16), "fc1": (flat, 120), "fc2": (120, 84),
+            "fc3": (84, num_classes)}
+  params = {}
+  for k, (name, s) in zip(jax.random.split(key, len(shapes)), shapes.items()):
+    fan_in = math.prod(s[:-1])
+    params[name] = {"w": jax.random.normal(k, (math.prod(s),)).reshape(s) * math.sqrt(2.0 / fan_in),
+                    "b": jnp.zeros(s[-1])}
+  return params
+
+
+def apply_lenet(params: dict[str, Any], switches: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+  """Logits; every unit of ``LAYERS`` is multiplied by its switch."""
+  conv = lambda h, p: jax.lax.conv_general_dilated(  # noqa: E731
+      h, p["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["b"]
+  pool = lambda h: jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")  # noqa: E731
+  h = pool(jax.nn.relu(conv(x, params["conv1"])) * switches["conv1"])
+  h = pool(jax.nn.relu(conv(h, params["conv2"])) * switches["conv2"])
+  h = h.reshape(h.shape[0], -1)
+  h = jax.nn.relu(h @ params["fc1"]["w"] + params["fc1"]["b"]) * switches["fc1"]
+  h = jax.nn.relu(h @ params["fc2"]["w"] + params["fc2"]["b"]) * switches["fc2"]
+  return h @ params["fc3"]["w"] + params["fc3"]["b"]
+
+
+def kept_weights(keep: dict[str, np.ndarray], image_shape: tuple[int, int, int], num_classes: int) -> dict[str, int]:
+  """Weights (no biases) left per layer when only the units in ``keep`` remain."""
+  h, w, c = image_shape
+  n = {k: int(np.sum(v)) for k, v in keep.items()}
+  return {"conv1": 25 * c * n["conv1"], "conv2": 25 * n["conv1"] * n["conv2"],
+          "fc1": (h // 4) * (w // 4) * n["conv2"] * n["fc1"], "fc2": n["fc1"] * n["fc2"],
+          "fc3": n["fc2"] * num_classes}
+
+
+def _normalise(ds, x):
+  return (x.astype(np.float32) / 255.0 - ds.mean) / ds.std
+
+
+def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Trains LeNet-5 with switches under the ARD prior, prunes, fine-tunes; returns the report.
+
+  Args:
+    data: an ``ImageDataset`` with ``train`` and ``test`` splits (digits).
+    config: overrides of ``default_config()``; unknown keys raise ``ValueError``.
+
+  Returns:
+    ``{"dense_test_acc", "pruned_test_acc", "finetuned_test_acc", "weights_total",
+    "weights_kept", "kept_per_layer", "units_kept", "pruned_fraction", "curve"}``;
+    ``curve`` lists per outer iteration ``{"iteration", "test_acc"`` (switches
+    as trained), ``"pruned_fraction"`` (if pruned there), ``"log10_gamma_min"}``.
+  """
+  defaults = default_config()
+  cfg = {**defaults, **(config or {})}
+  unknown = set(cfg) - set(defaults)
+  if unknown:
+    raise ValueError(f"unknown compression setting(s) {sorted(unknown)}; allowed: {sorted(defaults)}")
+  shape, classes = tuple(data.image_shape), data.num_classes
+  xt, yt = _normalise(data, data.images["train"]), data.labels["train"]
+  xs, ys = _normalise(data, data.images["test"]), data.labels["test"]
+  params = init_lenet(jax.random.key(cfg["seed"]), shape, classes)
+  switches = {k: jnp.ones(n) for k, n in UNITS.items()}
+  omega = {k: np.ones(n, np.float32) for k, n in UNITS.items()}
+  gamma = {k: np.ones(n) for k, n in UNITS.items()}
+  lam = float(cfg["lam"])
+  tx_w, tx_s = optax.adamw(cfg["lr"], weight_decay=cfg["weight_decay"]), optax.sgd(cfg["switch_lr"])
+  opt_w, opt_s = tx_w.init(params), tx_s.init(switches)
+
+  def ce(p, s, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(apply_lenet(p, s, x), y).mean()
+
+  @jax.jit
+  def step(p, s, ow, os_, om, x, y, on):
+    g_w, g_s = jax.grad(ce, argnums=(0, 1))(p, s, x, y)
+    u, ow = tx_w.update(g_w, ow, p)
+    p = optax.apply_updates(p, u)
+    # switches: a proximal gradient step on CE + lambda * sum omega |s| (soft threshold: exact zeros)
+    lr_s = cfg["switch_lr"]
+    s = {k: jnp.where(on > 0, jnp.sign(v - lr_s * g_s[k]) * jnp.maximum(
+        jnp.abs(v - lr_s * g_s[k]) - lr_s * lam * om[k], 0.0), v) for k, v in s.items()}
+    return p, s, ow, os_
+
+  @jax.jit
+  def accuracy(p, s, x, y):
+    return 100.0 * jnp.mean(jnp.argmax(apply_lenet(p, s, x), -1) == y)
+
+  @jax.jit
+  def hess(p, s, x, y):
+    from jax.flatten_util import ravel_pytree  # pylint: disable=import-outside-toplevel
+    flat, unravel = ravel_pytree(s)
+    return unravel(bayesnas.hessian_diagonal(lambda v: ce(p, unravel(v), x, y), flat, mode="exact"))
+
+  rng = np.random.default_rng(cfg["seed"])
+  bs = cfg["batch_size"]
+
+  def epoch(p, s, ow, os_, on, keep=None):
+    perm = rng.permutation(len(xt))
+    for i in range(len(xt) // bs):
+      idx = perm[i * bs:(i + 1) * bs]
+      p, s, ow, os_ = step(p, s, ow, os_, {k: jnp.asarray(v) for k, v in omega.items()}, xt[idx], yt[idx],
+                           jnp.float32(on))
+      if keep is not None:
+        s = {k: s[k] * keep[k] for k in s}
+    return p, s, ow, os_
+
+  for _ in range(cfg["pretrain_epochs"]):
+    params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 0.0)
+  dense_acc = float(accuracy(params, switches, xs, ys))
+  total_weights = sum(kept_weights({k: np.ones(n) for k, n in UNITS.items()}, shape, classes).values())
+  curve = []
+  for it in range(cfg["outer_iterations"]):
+    params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 1.0)
+    idx = rng.permutation(len(xt))[:512]
+    h = jax.device_get(hess(params, switches, xt[idx], yt[idx]))
+    sw = {k: np.asarray(v, np.float64) for k, v in jax.device_get(switches).items()}
+    for k in UNITS:  # one flat group of switches per layer, no edge level: the hierarchy's top is fixed at 1
+      out = bayesnas.ard_update(np.ones(1), sw[k][None], np.zeros(1), np.asarray(h[k])[None], np.full(1, 1e12),
+                                gamma[k][None], lam_edge=lam, lam_op=lam)
+      gamma[k], omega[k] = out["gamma_op"][0], out["omega_op"][0].astype(np.float32)
+    keep = {k: gamma[k] >= cfg["prune_threshold"] for k in UNITS}
+    kept = sum(kept_weights(keep, shape, classes).values())
+    curve.append({"iteration": it + 1, "test_acc": round(float(accuracy(params, switches, xs, ys)), 3),
+                  "pruned_fraction": round(1 - kept / total_weights, 4),
+                  "log10_gamma_min": round(float(min(np.log10(np.maximum(g, 1e-30)).min() for g in gamma.values())), 3)})
+  keep = {k: (gamma[k] >= cfg["prune_threshold"]).astype(np.float32) for k in UNITS}
+  switches = {k: switches[k] * keep[k] for k in switches}
+  pruned_acc = float(accuracy(params, switches, xs, ys))
+  opt_w = tx_w.init(params)
+  for _ in range(cfg["finetune_epochs"]):  # switches frozen (on = 0), pruned units stay at 0
+    params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 0.0, keep)
+  per_layer = kept_weights(keep, shape, classes)
+  kept = sum(per_layer.values())
+  return {"dense_test_acc": round(dense_acc, 3), "pruned_test_acc": round(pruned_acc, 3),
+          "finetuned_test_acc": round(float(accuracy(params, switches, xs, ys)), 3),
+          "weights_total": int(total_weights), "weights_kept": int(kept), "kept_per_layer": per_layer,
+          "units_kept": {k: int(v.sum()) for k, v in keep.items()},
+          "pruned_fraction": round(1 - kept / total_weights, 4), "curve": curve, "config": cfg}
+
+
+def plot_report(report: dict[str, Any], path: Any) -> None:
+  """Sparsity and test accuracy against the outer iteration, with the dense and final accuracies."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  c = report["curve"]
+  x = [r["iteration"] for r in c]
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  ax.plot(x, [100 * r["pruned_fraction"] for r in c], "o-", label="weights pruned, %")
+  ax.plot(x, [r["test_acc"] for r in c], "s-", label="test acc (switches as trained), %")
+  ax.axhline(report["dense_test_acc"], color="0.5", ls="--", label="dense test acc")
+  ax.axhline(report["finetuned_test_acc"], color="C2", ls=":", label="pruned + fine-tuned test acc")
+  ax.set_xlabel("outer iteration")
+  ax.set_title(f"LeNet-5 on digits: {100 * report['pruned_fraction']:.1f}% of weights pruned")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
