@@ -242,6 +242,26 @@ def test_space_round_trips_and_rejects_bad_rows():
     SPACE.append(arch, [(1, 0, 0)] * 8)
 
 
+def test_cell_space_round_trips_and_rejects_bad_rows():
+  from nas_jax.spaces.petridish_cell import PetridishCellSpace
+  space = PetridishCellSpace(stages=2, cells_per_stage=1, max_layers=4)
+  arch = space.append(space.empty(), [(4, 2, 0), (1, 0, 1), (7, 1, 1)])
+  g = space.to_genotype(arch)
+  assert [l["cell"] for l in g["layers"]] == ["normal", "reduce", "reduce"]
+  np.testing.assert_array_equal(space.from_genotype(json.loads(json.dumps(g))), arch)
+  for a in np.asarray(jax.jit(jax.vmap(space.sample))(jax.random.split(jax.random.key(0), 20))):
+    space.validate(a)
+  bad = space.empty()
+  bad[0] = (1, 3, 0)
+  with pytest.raises(ValueError, match="in0"):
+    space.validate(bad)
+  bad[0] = (1, 0, 2)
+  with pytest.raises(ValueError, match="normal"):
+    space.validate(bad)
+  with pytest.raises(ValueError, match="cells_per_stage"):
+    space.from_genotype({**g, "cells_per_stage": 2})
+
+
 def test_bad_settings_are_refused():
   with pytest.raises(ValueError, match="unknown petridish setting"):
     pd.Petridish(SPACE, {"select_top": 3})
@@ -331,6 +351,7 @@ def _cell_setup():
   return space, parent, cands, cand_model, cand_vars, parent_model, parent_vars
 
 
+@pytest.mark.slow  # ~20 s of CPU compiling the cell networks; run with -m slow
 def test_cell_growth_keeps_the_parent_function():
   from nas_jax.networks import petridish_cell as cell_nets
   space, parent, cands, cand_model, cand_vars, parent_model, parent_vars = _cell_setup()
