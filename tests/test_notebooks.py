@@ -5,7 +5,6 @@ Colab would run it; the committed files must carry no outputs.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import resource
 import time
