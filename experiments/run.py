@@ -107,7 +107,11 @@ def summary(result: dict, workdir: pathlib.Path) -> str:
     final_text = f"final test acc     : not measured ({result['final_source']})"
   files = [p.name for p in sorted(workdir.iterdir()) if p.is_file() and p.suffix != ".tmp"]
   oneshot = result.get("kind") == "oneshot"
-  if oneshot:
+  if result.get("kind") == "growth":  # Petridish: every model is grown from a trained parent
+    where, how = f"{result['space']}/{result['dataset']}", "forward growth"
+    count = f"{result['num_evaluations']} trained models"
+    picked = f"model {result['best_index'] + 1} of {result['num_evaluations']}"
+  elif oneshot:
     where, how = f"{result['space']}/{result['dataset']}", "one-shot"
     count = f"{result['num_evaluations']} epochs"
     picked = f"derived after epoch {result['best_index'] + 1}"

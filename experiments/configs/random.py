@@ -16,5 +16,5 @@ def get_config():
           "supernet": {"init_channels": 8, "layers": 3, "steps_per_round": 40,
                        "total_rounds": 2, "batch_size": 64},
       },
-      "final": {"epochs": 8, "init_channels": 8, "layers": 3, "batch_size": 64},
+      # Final training: the digits recipe of configs/default.py.
   }
