@@ -226,6 +226,11 @@ def test_main_command_end_to_end_tiny(tmp_path):
   lines = [json.loads(l) for l in (workdir / "history.jsonl").read_text().splitlines()]
   assert len(lines) == 10 and all(l["flops"] > 0 and l["params"] > 0 for l in lines)
   assert result["pareto"] and result["best_flops"] > 0
+  # the references of the main command: NAONet-B trained alike, an SVM on the same pixels
+  refs = result["references"]
+  assert refs["cell"]["name"] == "NAONet-B" and len(refs["cell"]["curve"]) == 1
+  assert refs["classical"]["model"].startswith("SVC") and refs["classical"]["train_examples"] == 1438
+  assert f"published cell NAONet-B {refs['cell']['test_acc']:.2f} %" in run.stdout
   for name in ("search.png", "pareto.png", "final_curve.png", "best_arch.json", "run.log"):
     assert (workdir / name).is_file(), name
 
