@@ -73,7 +73,8 @@ def plot_curve(curve: list[dict[str, Any]], path: pathlib.Path, title: str,
   """A learning curve's accuracies (or, for language models, perplexities) per epoch.
 
   ``references`` (``runner.references``): the published cell's validation
-  curve is drawn dashed beside the found cell's, and every reference's test
+  curve (its training curve when no data was held out) is drawn dashed
+  beside the found cell's, and every reference's test
   figure (published cell, classical model, table best / median) as a dotted
   horizontal line.
   """
@@ -94,7 +95,8 @@ def plot_curve(curve: list[dict[str, Any]], path: pathlib.Path, title: str,
   refs = references or {}
   cell = refs.get("cell") or {}
   ref_curve = cell.get("curve") or []
-  for k in [k for k in keys if k.startswith("valid")]:
+  valid = [k for k in keys if k.startswith("valid")]
+  for k in valid or keys:  # the validation curve, else (all data trained on) the training curve
     values = [c.get(k) for c in ref_curve]
     if values and all(_is_number(v) for v in values):
       ax.plot([c.get("epoch", i + 1) for i, c in enumerate(ref_curve)], values, "--",
