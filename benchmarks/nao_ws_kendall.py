@@ -198,13 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     out = train.train_child(space, arch, dataset, dict(cfg["final"]),
                             jax.random.fold_in(k_final, i), workdir=workdir)
     test_accs.append(float(out["test_acc"]))
-    valid_accs.append(float(out["curve"][-1]["valid_acc"]))
+    valid = out["curve"][-1].get("valid_acc")  # None when the recipe holds no data out
+    valid_accs.append(None if valid is None else float(valid))
     secs.append(float(out["seconds"]))
-    print(f"arch {i}: supernet {supernet_scores[i]:.2f}  scratch valid {valid_accs[-1]:.2f}  "
-          f"test {test_accs[-1]:.2f}  ({secs[-1]:.1f} s)", flush=True)
+    print(f"arch {i}: supernet {supernet_scores[i]:.2f}  scratch valid "
+          f"{'-' if valid is None else f'{valid:.2f}'}  test {test_accs[-1]:.2f}  "
+          f"({secs[-1]:.1f} s)", flush=True)
 
   tau_test = kendall_tau_b(supernet_scores, test_accs)
-  tau_valid = kendall_tau_b(supernet_scores, valid_accs)
+  tau_valid = (None if any(v is None for v in valid_accs)
+               else kendall_tau_b(supernet_scores, valid_accs))
   result = {
       "kendall_tau_test": tau_test,
       "kendall_tau_valid": tau_valid,
@@ -228,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump(result, f, indent=1, default=str)
   print(f"Kendall tau-b (supernet score vs from-scratch test acc): {tau_test:.3f}; "
-        f"vs from-scratch valid acc: {tau_valid:.3f}  ({len(archs)} archs, "
+        f"vs from-scratch valid acc: {'-' if tau_valid is None else f'{tau_valid:.3f}'}  "
+        f"({len(archs)} archs, "
         f"{result['seconds']:.0f} s) -> {args.out}")
   return 0
 
