@@ -53,13 +53,13 @@ def build_config(args) -> dict:
     config = experiment.merge(config, experiment.load_config_file(CONFIGS / f"{strategy}.py"))
   dataset = named("dataset") or args.dataset or user.get("dataset") or config["dataset"]
   if isinstance(dataset, str):
-    # The built-in config files size the final training for images; on another task
-    # (Penn Treebank) only their settings that task knows apply. The user's own settings
-    # (--config, --set) are checked strictly.
+    # The built-in config files hold a final-training recipe for images (the digits one);
+    # on another task (Penn Treebank) only its length applies and the task's own defaults
+    # do the rest. The user's own settings (--config, --set) are checked strictly.
     from nas_jax import tasks  # pylint: disable=import-outside-toplevel
     task = tasks.task_for_dataset(dataset)
-    known = set(task.default_train_config())
-    config["final"] = {k: v for k, v in config["final"].items() if k in known}
+    if task.name != "images":
+      config["final"] = {k: v for k, v in config["final"].items() if k == "epochs"}
   config = experiment.merge(config, user)
   config["strategy"]["name"] = strategy
   flags = {"space": args.space, "dataset": args.dataset, "seed": args.seed,

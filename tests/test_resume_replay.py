@@ -28,6 +28,13 @@ def config(**checkpoint):
           "final": {"epochs": 0}, "checkpoint": {"interval_s": 30.0, **checkpoint}}
 
 
+def cli_config():
+  """``config()`` over the CLI's first layer, configs/default.py (its final recipe sizes the
+  cost model), so runs through the library and through experiments/run.py are one experiment."""
+  return runner.merge(runner.load_config_file(ROOT / "experiments" / "configs" / "default.py"),
+                      config())
+
+
 def count(path) -> int:
   try:
     return pathlib.Path(path).read_text().count("\n")
@@ -45,7 +52,7 @@ def reference(tmp_path_factory):
   d = tmp_path_factory.mktemp("ref")
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("NAS_JAX_TEST_COUNT_FILE", str(d / "count"))
-    cfg = runner.merge(runner.default_config(), config())
+    cfg = cli_config()
     result = runner.run_experiment(cfg, d / "run", quiet=True)
   assert count(d / "count") == BUDGET
   return d / "run", result
@@ -132,7 +139,7 @@ def test_damage_and_deleted_checkpoints_fall_back_and_say_so(reference, tmp_path
   text[9] = text[9][:20] + "\n"
   (workdir / "history.jsonl").write_text("".join(text))
   shutil.rmtree(workdir / "checkpoints")
-  cfg = runner.merge(runner.default_config(), config())
+  cfg = cli_config()
   import contextlib, io  # pylint: disable=import-outside-toplevel,multiple-imports
   err = io.StringIO()
   with contextlib.redirect_stderr(err):
@@ -150,7 +157,7 @@ def test_a_finished_run_with_a_cut_history_is_repaired(reference, tmp_path, coun
   shutil.copytree(ref, workdir)
   data = (workdir / "history.jsonl").read_bytes()
   (workdir / "history.jsonl").write_bytes(data[:-30])  # the last line cut
-  cfg = runner.merge(runner.default_config(), config())
+  cfg = cli_config()
   result = runner.run_experiment(cfg, workdir, quiet=True)
   assert lines(workdir) == lines(ref)
   assert count(count_file) == 1

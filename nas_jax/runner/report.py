@@ -24,7 +24,8 @@ import numpy as np
 #: (``cost_s`` is one for evaluators that train; the tabular one simulates it)
 #: or session counts; everything else is a deterministic function of the config.
 WALL_CLOCK_FIELDS = ("wall_time_s", "cost_s", "search_cost_s", "setup_seconds",
-                     "search_seconds", "final_seconds", "total_seconds", "seconds", "step_s",
+                     "search_seconds", "final_seconds", "references_seconds", "total_seconds",
+                     "seconds", "step_s",
                      "first_step_s", "resumed_sessions")
 
 
