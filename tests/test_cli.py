@@ -212,7 +212,10 @@ def test_main_command_end_to_end_tiny(tmp_path):
           "--set", "evaluator.supernet.init_channels=4", "--set", "evaluator.supernet.layers=3",
           "--set", "evaluator.supernet.steps_per_round=2", "--set", "evaluator.supernet.total_rounds=2",
           "--set", "evaluator.supernet.eval_batch_size=64",
-          "--set", "final.init_channels=4", "--set", "final.layers=3"]
+          "--set", "final.init_channels=4", "--set", "final.layers=3",
+          # the published-cell reference compiles one more network (tens of seconds here);
+          # its plumbing is tested with a recorded train_child in tests/test_references.py
+          "--set", "references.cell=null"]
   run = subprocess.run(
       [sys.executable, str(ROOT / "experiments" / "run.py"), "--strategy", "nao", "--budget", "10",
        "--final-epochs", "1", "--workdir", str(workdir), "--quiet", *tiny],
@@ -226,11 +229,11 @@ def test_main_command_end_to_end_tiny(tmp_path):
   lines = [json.loads(l) for l in (workdir / "history.jsonl").read_text().splitlines()]
   assert len(lines) == 10 and all(l["flops"] > 0 and l["params"] > 0 for l in lines)
   assert result["pareto"] and result["best_flops"] > 0
-  # the references of the main command: NAONet-B trained alike, an SVM on the same pixels
+  # the main command's classical reference: an SVM on the same pixels (train + valid)
   refs = result["references"]
-  assert refs["cell"]["name"] == "NAONet-B" and len(refs["cell"]["curve"]) == 1
+  assert "cell" not in refs
   assert refs["classical"]["model"].startswith("SVC") and refs["classical"]["train_examples"] == 1438
-  assert f"published cell NAONet-B {refs['cell']['test_acc']:.2f} %" in run.stdout
+  assert f"classical SVC {refs['classical']['test_acc']:.2f} %" in run.stdout
   for name in ("search.png", "pareto.png", "final_curve.png", "best_arch.json", "run.log"):
     assert (workdir / name).is_file(), name
 

@@ -158,6 +158,7 @@ def test_nb201_supernet_sharded_equals_one_device():
   check_supernet(run_on_4_devices(SUPERNET.replace("SETUP", NB201)), rtol=2e-5)
 
 
+@pytest.mark.slow  # ~17 s of compiles; the sharded supernet step above is the fast check
 def test_train_child_sharded_equals_one_device():
   out = run_on_4_devices(CHILD)
   one, four = out["1"], out["4"]
