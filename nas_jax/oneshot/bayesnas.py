@@ -603,25 +603,10 @@ class BayesNAS(OneShotMethod):
     leaves; one-hot weights, DARTS's choice, would rescale every edge, since
     the switches are not normalised). Batches as ``DARTS.score``.
     """
-    d = self._darts
-    if d._evaluate is None:  # pylint: disable=protected-access
-      d._evaluate = d._build_evaluate()  # pylint: disable=protected-access
-    cfg = self.config
     w_mix = self.op_weights(state["switches"])
-    w_arch = jnp.asarray(d.one_hot_weights(arch)) * w_mix
-    n = min(cfg["eval_batch_size"], self.data.size("valid"))
-    total = data_lib.num_batches(self.data, "valid", n)
-    count = total if cfg["score_batches"] is None else min(total, cfg["score_batches"])
-    epoch = int(jax.random.randint(key, (), 0, 2**30))
-    sums = np.zeros(4)
-    batches = data_lib.epoch_batches(self.data, "valid", n, seed=int(state["data"]["train_seed"]) + 1, epoch=epoch)
-    for _, batch in zip(range(count), batches):
-      sums += np.asarray(jax.device_get(d._evaluate(state["params"], state["batch_stats"], w_arch, w_mix,  # pylint: disable=protected-access
-                                                    batch["image"], batch["label"])), np.float64)
-    seen = count * n
-    acc, loss, mix_acc, mix_loss = 100.0 * sums[0] / seen, sums[1] / seen, 100.0 * sums[2] / seen, sums[3] / seen
-    return {"search_score": float(acc), "valid_acc": float(acc), "valid_loss": float(loss),
-            "supernet_valid_acc": float(mix_acc), "supernet_valid_loss": float(mix_loss)}
+    w_arch = jnp.asarray(self._darts.one_hot_weights(arch)) * w_mix
+    return self._darts.score_weights(state["params"], state["batch_stats"], w_arch, w_mix, key,
+                                     seed=int(state["data"]["train_seed"]) + 1)
 
   def summary(self, state: State) -> dict[str, Any]:
     """Switches, relevance and survivors (JSON, for the history line and the plot).

@@ -520,19 +520,32 @@ class DARTS(OneShotMethod):
       ``{"search_score", "valid_acc"`` (the same, %), ``"valid_loss"``,
       ``"supernet_valid_acc"`` (the softmax mixture, %), ``"supernet_valid_loss"}``.
     """
+    return self.score_weights(state["params"], state["batch_stats"], self.one_hot_weights(arch),
+                              _softmax(state["alpha"]), key, seed=int(state["data"]["valid_seed"]))
+
+  def score_weights(self, params, batch_stats, w_arch, w_mix, key: jax.Array, *,
+                    seed: int) -> dict[str, Any]:
+    """Validation figures of the relaxed network under op weights ``w_arch`` and ``w_mix``.
+
+    ``score``'s body, shared with methods built on DARTS's network (BayesNAS):
+    ``score_batches`` batches of ``eval_batch_size`` from the validation epoch
+    that ``key`` draws in the stream ``seed``.
+
+    Returns:
+      As ``score``: ``w_arch`` gives ``search_score`` / ``valid_*``, ``w_mix``
+      the ``supernet_valid_*`` figures.
+    """
     if self._evaluate is None:
       self._evaluate = self._build_evaluate()
     cfg = self.config
-    w_arch = self.one_hot_weights(arch)
-    w_mix = _softmax(state["alpha"])
     n = min(cfg["eval_batch_size"], self.data.size("valid"))
     total = data_lib.num_batches(self.data, "valid", n)
     count = total if cfg["score_batches"] is None else min(total, cfg["score_batches"])
     epoch = int(jax.random.randint(key, (), 0, 2**30))
     sums = np.zeros(4)
-    batches = data_lib.epoch_batches(self.data, "valid", n, seed=int(state["data"]["valid_seed"]), epoch=epoch)
+    batches = data_lib.epoch_batches(self.data, "valid", n, seed=seed, epoch=epoch)
     for _, batch in zip(range(count), batches):
-      sums += np.asarray(jax.device_get(self._evaluate(state["params"], state["batch_stats"], w_arch, w_mix,
+      sums += np.asarray(jax.device_get(self._evaluate(params, batch_stats, w_arch, w_mix,
                                                        batch["image"], batch["label"])), np.float64)
     seen = count * n
     acc, loss, mix_acc, mix_loss = 100.0 * sums[0] / seen, sums[1] / seen, 100.0 * sums[2] / seen, sums[3] / seen
