@@ -40,10 +40,9 @@ from nas_jax import registry
 
 DEFAULTS: dict[str, Any] = {"cell": None, "classical": None}
 
-#: scikit-learn models of ``classical`` (name -> (description, factory)). The
-#: SVC's C = 10 is the value of scikit-learn's digits examples' grid optimum
-#: region; gamma "scale" is 1 / (n_features * X.var()).
 def _svc():
+  # C = 10: the SVM that issue 17 measured on this digits split (99.72 % test); gamma
+  # "scale" = 1 / (n_features * X.var()), scikit-learn's default.
   from sklearn.svm import SVC  # pylint: disable=import-outside-toplevel
   return SVC(C=10.0, kernel="rbf", gamma="scale")
 
@@ -53,6 +52,7 @@ def _logreg():
   return LogisticRegression(max_iter=5000)
 
 
+#: scikit-learn models of ``classical``: name -> (description, factory).
 CLASSICAL: dict[str, tuple[str, Callable[[], Any]]] = {
     "svc": ("SVC(kernel='rbf', C=10, gamma='scale')", _svc),
     "logreg": ("LogisticRegression()", _logreg),
