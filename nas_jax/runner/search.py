@@ -209,7 +209,7 @@ def run_search(ctx, strategy, evaluator, k_strategy, k_evaluator, k_search) -> l
                             "supernet's shared weights) cannot be rebuilt from the history")
   observe = getattr(evaluator, "observe_history", None)
   if observe is not None and (records or pending):  # e.g. an early stopper re-learns
-    observe(records + (pending if getattr(evaluator, "replayable", False) else []))
+    observe(records + pending)  # pending lines are the ones that will be replayed
   meta["sessions"] += 1
   ctx.meta = meta
   budget = cfg["budget"]
