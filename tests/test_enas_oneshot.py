@@ -55,6 +55,8 @@ def test_alternation_derive_score_and_bit_identical_resume(data, tmp_path):
 @pytest.mark.parametrize("change, match", [
     ({"child_steps": 0}, "child_steps"),
     ({"supernet": {"steps_per_round": 5}}, "steps_per_round"),
+    ({"supernet": {"lr_restart_rounds": 5}}, "lr_restart_rounds"),
+    ({"restart_epochs": 0}, "restart_epochs"),
     ({"controller": {"learning_rate": -1.0}}, "learning_rate"),
     ({"controller": 3}, "controller"),
     ({"child_step": 3}, "unknown"),
@@ -62,3 +64,46 @@ def test_alternation_derive_score_and_bit_identical_resume(data, tmp_path):
 def test_bad_settings_are_refused(data, change, match):
   with pytest.raises(ValueError, match=match):
     ENASOneShot(registry.get_space("nb201"), {**TINY, **change}, data=data)
+
+
+def test_one_fresh_sample_per_minibatch(data):
+  """Each shared-weight minibatch trains the next controller sample, in order (a stub step: no compile)."""
+  method = ENASOneShot(registry.get_space("nb201"), {**TINY, "child_steps": 5}, data=data)
+  seen = []
+
+  def train_step(net, arch, batch, key):
+    seen.append(np.asarray(arch))
+    return net, {"loss": 1.0, "acc": 0.5}
+
+  def eval_archs(params, stats, archs, x, y):
+    return np.full(len(archs), 0.5), np.ones(len(archs))
+
+  method.evaluator._compiled = (train_step, eval_archs)
+  state = {"controller": method.strategy.init(jax.random.key(0)),
+           "supernet": {"net": {"params": {}, "batch_stats": {}}, "data_epoch": np.int64(0),
+                        "data_step": np.int64(0)},
+           "derive_key": np.asarray(jax.random.key_data(jax.random.key(1)))}
+  key = jax.random.key(2)
+  new, metrics = method.step(state, key)
+  expected = method._sample(state, jax.random.split(key, 4)[0], 5)
+  np.testing.assert_array_equal(np.stack(seen), expected)
+  assert len({a.tobytes() for a in seen}) > 1 and metrics["controller_valid_acc"] == 50.0
+
+
+def test_cosine_restarts_schedule_values():
+  from nas_jax.evaluators.supernet import DEFAULT_CONFIG, cosine_restarts_schedule
+  f = cosine_restarts_schedule(0.05, 0.0005, period=10, mult=2, unit_steps=3)
+  enas = lambda t, T: 0.0005 + 0.5 * (0.05 - 0.0005) * (1 + np.cos(np.pi * t / T))  # ENAS utils.py
+  # periods of 10, 20, 40 rounds of 3 steps; the rate held within a round
+  for step, (t, T) in {0: (0, 10), 2: (0, 10), 3: (1, 10), 29: (9, 10), 30: (0, 20), 59: (9, 20),
+                       89: (19, 20), 90: (0, 40), 209: (39, 40), 210: (0, 80)}.items():
+    assert float(f(step)) == pytest.approx(enas(t, T), rel=1e-5), step
+  # enas_oneshot turns it on (T_0 in rounds = 10 epochs x steps_per_epoch); other users keep one cosine
+  assert DEFAULT_CONFIG["lr_restart_rounds"] is None
+  method = ENASOneShot(registry.get_space("nb201"), {**TINY, "steps_per_epoch": 2},
+                       data=nas_jax.data.load_dataset("digits", train_size=128, valid_fraction=0.25))
+  cfg = method.evaluator.config
+  assert (cfg["lr_restart_rounds"], cfg["lr_restart_mult"], cfg["lr"], cfg["lr_min"]) == (20, 2, 0.05, 0.0005)
+  off = ENASOneShot(registry.get_space("nb201"), {**TINY, "restart_epochs": None},
+                    data=nas_jax.data.load_dataset("digits", train_size=128, valid_fraction=0.25))
+  assert off.evaluator.config["lr_restart_rounds"] is None

@@ -40,6 +40,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -67,6 +68,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "total_rounds": 10,         # length of the cosine schedule, in rounds
     "lr": 0.05,
     "lr_min": 0.0,
+    # None: one cosine decay from lr to lr_min over steps_per_round * total_rounds
+    # steps (NAO-WS). An int T_0: cosine with warm restarts (SGDR, Loshchilov &
+    # Hutter 2017; ENAS --child_lr_cosine): the first period lasts T_0 rounds,
+    # each next one lr_restart_mult times longer, and the rate is held for a
+    # whole round (ENAS holds it per epoch: src/utils.py get_train_ops).
+    # ENAS micro search: T_0 = 10, T_mul = 2 epochs, lr 0.05 -> 0.0005
+    # (scripts/cifar10_micro_search.sh); enas_oneshot turns it on.
+    "lr_restart_rounds": None,
+    "lr_restart_mult": 2,
     "momentum": 0.9,
     "weight_decay": 3e-4,
     "grad_clip": 5.0,
@@ -90,6 +100,12 @@ def _check(cfg: dict[str, Any]) -> None:
     value = cfg[name]
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
       raise ValueError(f"supernet evaluator {name} must be a positive integer, got {value!r}")
+  t0, mult = cfg["lr_restart_rounds"], cfg["lr_restart_mult"]
+  if t0 is not None and (isinstance(t0, bool) or not isinstance(t0, (int, np.integer)) or t0 < 1):
+    raise ValueError(f"supernet evaluator lr_restart_rounds must be None (one cosine) or a positive "
+                     f"integer (the first restart period, in rounds), got {t0!r}")
+  if isinstance(mult, bool) or not isinstance(mult, (int, np.integer)) or mult < 1:
+    raise ValueError(f"supernet evaluator lr_restart_mult must be a positive integer, got {mult!r}")
   for name in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip"):
     value = cfg[name]
     if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
@@ -99,6 +115,39 @@ def _check(cfg: dict[str, Any]) -> None:
     raise ValueError(f"supernet evaluator drop_path_prob must be in [0, 1), got {p!r}")
   if cfg["eval_bn"] not in ("batch", "running"):
     raise ValueError(f"supernet evaluator eval_bn must be 'batch' or 'running', got {cfg['eval_bn']!r}")
+
+
+def cosine_restarts_schedule(lr_max: float, lr_min: float, period: int, mult: int,
+                             unit_steps: int = 1, max_periods: int = 40):
+  """Cosine annealing with warm restarts, held constant within each unit of steps.
+
+  Unit ``u = step // unit_steps`` lies in restart period ``k`` (lengths
+  ``period * mult**k`` units); with ``t`` units into a period of length
+  ``T``, the rate is ``lr_min + (lr_max - lr_min) * (1 + cos(pi t / T)) / 2``
+  (ENAS ``src/utils.py`` ``get_train_ops`` with ``lr_cosine``, its unit the
+  epoch). Period starts are exact integers; past ``max_periods`` periods the
+  last one continues.
+
+  Returns:
+    An optax schedule ``step -> rate`` (traceable).
+
+  Example:
+    >>> f = cosine_restarts_schedule(0.05, 0.0005, period=10, mult=2)
+    >>> [round(float(f(u)), 5) for u in (0, 5, 9, 10, 20, 30)]
+    [0.05, 0.02525, 0.00171, 0.05, 0.02525, 0.05]
+  """
+  starts = np.cumsum([0] + [period * mult**k for k in range(max_periods)])
+  lengths = np.asarray([period * mult**k for k in range(max_periods)], np.float64)
+  starts_j = jnp.asarray(starts[:-1], jnp.float32)
+  lengths_j = jnp.asarray(lengths, jnp.float32)
+
+  def schedule(step):
+    u = (jnp.asarray(step, jnp.int32) // unit_steps).astype(jnp.float32)
+    k = jnp.sum(u >= starts_j) - 1
+    t = u - starts_j[k]
+    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + jnp.cos(jnp.pi * t / lengths_j[k]))
+
+  return schedule
 
 
 class SupernetEvaluator(Evaluator):
@@ -161,8 +210,12 @@ class SupernetEvaluator(Evaluator):
   def _optimizer(self) -> optax.GradientTransformation:
     cfg = self.config
     total = cfg["steps_per_round"] * cfg["total_rounds"]
-    schedule = optax.cosine_decay_schedule(
-        cfg["lr"], decay_steps=total, alpha=(cfg["lr_min"] / cfg["lr"]) if cfg["lr"] else 0.0)
+    if cfg["lr_restart_rounds"] is None:
+      schedule = optax.cosine_decay_schedule(
+          cfg["lr"], decay_steps=total, alpha=(cfg["lr_min"] / cfg["lr"]) if cfg["lr"] else 0.0)
+    else:
+      schedule = cosine_restarts_schedule(cfg["lr"], cfg["lr_min"], cfg["lr_restart_rounds"],
+                                          cfg["lr_restart_mult"], unit_steps=cfg["steps_per_round"])
     return self.supernet.default_optimizer(
         learning_rate=schedule, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
         clip_norm=cfg["grad_clip"])
@@ -202,16 +255,27 @@ class SupernetEvaluator(Evaluator):
       epoch, step = epoch + 1, 0
 
   def train(self, state: dict[str, Any], archs: np.ndarray, key: jax.Array,
-            steps: int | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+            steps: int | None = None, *, in_order: bool = False) -> tuple[dict[str, Any], dict[str, float]]:
     """Trains the supernet, each step on an arch drawn uniformly from ``archs``.
+
+    With ``in_order=True`` step ``t`` trains ``archs[t]`` instead (ENAS: a
+    fresh controller sample per minibatch); ``steps`` then defaults to, and
+    must equal, ``len(archs)``.
 
     Returns:
       ``(state, metrics)`` with the mean training loss and accuracy (%).
     """
-    steps = self.config["steps_per_round"] if steps is None else steps
     train_step, _ = self._steps()
     archs = np.asarray(archs, np.int32)
-    picks = np.asarray(jax.random.randint(jax.random.fold_in(key, 0), (steps,), 0, len(archs)))
+    if in_order:
+      steps = len(archs) if steps is None else steps
+      if steps != len(archs):
+        raise ValueError(f"in_order training takes one architecture per step: got {len(archs)} "
+                         f"architectures for {steps} steps")
+      picks = np.arange(steps)
+    else:
+      steps = self.config["steps_per_round"] if steps is None else steps
+      picks = np.asarray(jax.random.randint(jax.random.fold_in(key, 0), (steps,), 0, len(archs)))
     step_keys = jax.random.split(jax.random.fold_in(key, 1), steps)
     net = state["net"]
     epoch, step = int(state["data_epoch"]), int(state["data_step"])
