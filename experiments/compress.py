@@ -1,7 +1,11 @@
-"""Compress LeNet-5 on digits with BayesNAS's prior on its filters and neurons.
+"""Compress a plain CNN with BayesNAS's prior on its filters and neurons.
 
     python experiments/compress.py --model lenet5 --workdir runs/compress-lenet5
     python experiments/compress.py --model lenet5 --set lam=0.15 --set outer_iterations=30
+    python experiments/compress.py --model vgg_small --dataset imagefolder:/data/cifar10
+
+The same job runs as ``python experiments/run.py --strategy bayesnas-compress
+--model lenet5``.
 
 Writes ``report.json`` (accuracy before and after, weights kept per layer,
 the fraction pruned, the curve over the outer iterations) and
@@ -21,17 +25,18 @@ sys.path.insert(0, str(ROOT))
 from experiments._cli import OneLineErrorParser  # noqa: E402
 
 
-def main(argv=None) -> dict:
-  p = OneLineErrorParser(description="BayesNAS compression of LeNet-5 on digits")
-  p.add_argument("--model", default="lenet5", choices=("lenet5",), help="network to compress")
+def main(argv=None, prog: str | None = None) -> dict:
+  from nas_jax.oneshot.bayesnas_compress import MODELS  # pylint: disable=import-outside-toplevel
+  p = OneLineErrorParser(prog=prog, description="BayesNAS compression of a plain CNN (LeNet-5 on digits, a small VGG)")
+  p.add_argument("--model", default="lenet5", choices=sorted(MODELS), help="network to compress")
   p.add_argument("--dataset", default="digits", help="image dataset (nas_jax.data.load_dataset)")
-  p.add_argument("--workdir", default="runs/compress-lenet5", help="output folder")
+  p.add_argument("--workdir", default=None, help="output folder (default runs/compress-<model>)")
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a setting")
   args = p.parse_args(argv)
   import nas_jax.data  # pylint: disable=import-outside-toplevel
   from nas_jax.experiment import parse_value  # pylint: disable=import-outside-toplevel
   from nas_jax.oneshot import bayesnas_compress as bc  # pylint: disable=import-outside-toplevel
-  overrides = {}
+  overrides = {"model": args.model}
   for item in args.set:
     field, sep, value = item.partition("=")
     if not sep:
@@ -40,9 +45,9 @@ def main(argv=None) -> dict:
   try:
     data = nas_jax.data.load_dataset(args.dataset)
     report = bc.compress(data, overrides)
-  except ValueError as e:
-    p.exit(2, f"compress.py: error: {e}\n")
-  out = pathlib.Path(args.workdir)
+  except (ValueError, OSError) as e:  # bad settings, a dataset that cannot be read
+    p.exit(2, f"{p.prog}: error: {e}\n")
+  out = pathlib.Path(args.workdir or f"runs/compress-{args.model}")
   out.mkdir(parents=True, exist_ok=True)
   (out / "report.json").write_text(json.dumps(report, indent=1))
   bc.plot_report(report, out / "sparsity.png")

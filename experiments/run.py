@@ -6,6 +6,7 @@
     python experiments/run.py --strategy random --space rnn --dataset ptb --data-dir /data/ptb
     python experiments/run.py --config my_config.py --set strategy.population_size=20
     python experiments/run.py --strategy random --evaluator scratch --budget 20 --early-stop
+    python experiments/run.py --strategy bayesnas-compress --model lenet5   (experiments/compress.py)
 
 Config = configs/default.py, then configs/<strategy>.py (when present), then
 --config FILE, then the flags, then --set FIELD=VALUE (repeatable). Outputs go
@@ -191,7 +192,26 @@ def _terminate(signum, frame):  # SIGTERM: stop like Ctrl-C (the search saves a 
   raise KeyboardInterrupt
 
 
+COMPRESS = "bayesnas-compress"  # not a search: BayesNAS's prior on a plain CNN (experiments/compress.py)
+
+
+def _compress_args(argv: list[str]) -> list[str] | None:
+  """``argv`` without its ``--strategy bayesnas-compress`` when that is the strategy, else None."""
+  for i, a in enumerate(argv):
+    if a == "--strategy" and i + 1 < len(argv) and argv[i + 1] == COMPRESS:
+      return argv[:i] + argv[i + 2:]
+    if a == f"--strategy={COMPRESS}":
+      return argv[:i] + argv[i + 1:]
+  return None
+
+
 def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  rest = _compress_args(argv)
+  if rest is not None:
+    from experiments import compress  # pylint: disable=import-outside-toplevel
+    compress.main(rest, prog="run.py --strategy bayesnas-compress")
+    return 0
   args = make_parser().parse_args(argv)
   main_thread = threading.current_thread() is threading.main_thread()
   old_handler = signal.signal(signal.SIGTERM, _terminate) if main_thread else None

@@ -364,3 +364,49 @@ def test_lenet_switches_and_weight_count():
   np.testing.assert_allclose(np.asarray(bc.apply_lenet(params, off, x)), np.zeros((2, 10)), atol=1e-6)
   with pytest.raises(ValueError, match="unknown compression setting"):
     bc.compress(_DATA, {"lambda": 0.1})
+
+
+def test_vgg_small_shapes_and_weight_count():
+  from nas_jax.oneshot import bayesnas_compress as bc  # pylint: disable=import-outside-toplevel
+  units = bc.model_units("vgg_small")
+  params = bc.init_model("vgg_small", jax.random.key(0), (32, 32, 3), 10)
+  n_weights = sum(int(np.prod(p["w"].shape)) for p in params.values())
+  full = {k: np.ones(n) for k, n in units.items()}
+  assert sum(bc.kept_weights(full, (32, 32, 3), 10, "vgg_small").values()) == n_weights
+  assert params["fc1"]["w"].shape == (4 * 4 * 128, 256)  # three pools: 32 -> 4
+  keep = {**full, "conv6": np.arange(128) < 32}  # a quarter of the last conv's filters
+  kept = bc.kept_weights(keep, (32, 32, 3), 10, "vgg_small")
+  assert kept["conv6"] == 9 * 128 * 32 and kept["fc1"] == 16 * 32 * 256
+  x = jnp.ones((2, 32, 32, 3))
+  on = {k: jnp.ones(n) for k, n in units.items()}
+  assert bc.apply_model("vgg_small", params, on, x).shape == (2, 10)
+  off = {**on, "fc1": jnp.zeros(256)}
+  np.testing.assert_allclose(np.asarray(bc.apply_model("vgg_small", params, off, x)), np.zeros((2, 10)), atol=1e-6)
+  with pytest.raises(ValueError, match="unknown model 'vgg99'"):
+    bc.model_units("vgg99")
+
+
+def test_run_py_bayesnas_compress(tmp_path, capsys, monkeypatch):
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("NAS_JAX_COMPILE_CACHE", "")
+  path = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "run.py"
+  spec = importlib.util.spec_from_file_location("cli_run_compress", path)
+  run_cli = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(run_cli)
+  with pytest.raises(SystemExit) as e:
+    run_cli.main(["--strategy", "bayesnas-compress", "--model", "vgg99"])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.count("\n") == 1 and "invalid choice: 'vgg99'" in err, err
+  with pytest.raises(SystemExit) as e:
+    run_cli.main(["--strategy", "bayesnas-compress", "--set", "lamda=0.1", "--workdir", str(tmp_path / "bad")])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.count("\n") == 1 and "unknown compression setting(s) ['lamda']" in err, err
+  assert not (tmp_path / "bad").exists()
+  work = tmp_path / "c"
+  assert run_cli.main(["--strategy", "bayesnas-compress", "--model", "lenet5", "--workdir", str(work),
+                       "--set", "train_size=128", "--set", "pretrain_epochs=1", "--set", "outer_iterations=2",
+                       "--set", "finetune_epochs=1", "--set", "hessian_samples=32"]) == 0
+  report = json.loads((work / "report.json").read_text())
+  assert report["config"]["model"] == "lenet5" and len(report["curve"]) == 2
+  assert report["weights_total"] == 21150 and (work / "sparsity.png").is_file()
+  assert "lenet5 on digits" in capsys.readouterr().out

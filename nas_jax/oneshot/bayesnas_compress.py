@@ -48,8 +48,23 @@ import optax
 from nas_jax.data import images as data_lib
 from nas_jax.oneshot import bayesnas
 
-LAYERS = ("conv1", "conv2", "fc1", "fc2")  # layers with switches (their output units)
-UNITS = {"conv1": 6, "conv2": 16, "fc1": 120, "fc2": 84}  # LeNet-5
+# A model is a chain of layers (name, kind, units, kernel, pool): ``conv`` layers
+# ('same' padding, ReLU, then a 2x2 max pool where ``pool``), ``fc`` layers (ReLU),
+# and a last ``fc`` classifier (``units`` None = the number of classes, no
+# ReLU, no switches). Every other layer's output units carry switches.
+MODELS = {
+    # LeNet-5 (LeCun et al. 1998) sized for 8x8 digits: 21,150 weights (the 32x32 original 61,470).
+    "lenet5": (("conv1", "conv", 6, 5, True), ("conv2", "conv", 16, 5, True), ("fc1", "fc", 120, 0, False),
+               ("fc2", "fc", 84, 0, False), ("fc3", "fc", None, 0, False)),
+    # A small VGG (Simonyan & Zisserman 2015: 3x3 convolutions in pairs, max pools between stages) for
+    # 32x32 CIFAR-10: 2 x 32, 2 x 64, 2 x 128 channels, a 256 hidden layer. The paper compresses VGG-16;
+    # this is its CPU-sized shape (no batch norm: the switches act on plain ReLU units, as in LeNet-5).
+    "vgg_small": (("conv1", "conv", 32, 3, False), ("conv2", "conv", 32, 3, True),
+                  ("conv3", "conv", 64, 3, False), ("conv4", "conv", 64, 3, True),
+                  ("conv5", "conv", 128, 3, False), ("conv6", "conv", 128, 3, True),
+                  ("fc1", "fc", 256, 0, False), ("fc2", "fc", None, 0, False)),
+}
+UNITS = {layer[0]: layer[2] for layer in MODELS["lenet5"][:-1]}  # LeNet-5's switched layers and their units
 
 
 def default_config() -> dict[str, Any]:
@@ -67,15 +82,54 @@ def default_config() -> dict[str, Any]:
       "prune_threshold": 1e-3,  # on gamma, as nas_jax.oneshot.bayesnas
       "target_pruned": 0.9,     # stop the outer iterations once this fraction of the weights is pruned (issue: 90 %)
       "seed": 0,
+      "model": "lenet5",        # a name in MODELS
+      "train_size": None,       # None: the whole training split; an int: its first N images (CPU runs)
+      # Hessian diagonal per prior update: "exact" (one HVP per switch), "hutchinson" (hessian_probes
+      # Rademacher probes, unbiased), "auto" (exact up to exact_max_switches switches).
+      "hessian": "auto",
+      "exact_max_switches": 256,  # LeNet-5's 226 switches: exact
+      "hessian_probes": 8,
+      "hessian_samples": 512,   # training images per Hessian evaluation
   }
 
 
-def init_lenet(key: jax.Array, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
-  """LeNet-5 weights (He-normal, zero biases) for ``image_shape`` inputs."""
+def _spec(model: str) -> tuple:
+  if model not in MODELS:
+    raise ValueError(f"unknown model {model!r} for compression; choose one of {sorted(MODELS)}")
+  return MODELS[model]
+
+
+def model_units(model: str) -> dict[str, int]:
+  """Switched layers of ``model`` and their output units (filters or neurons).
+
+  Example:
+    >>> model_units("lenet5")
+    {'conv1': 6, 'conv2': 16, 'fc1': 120, 'fc2': 84}
+  """
+  return {name: units for name, _, units, _, _ in _spec(model)[:-1]}
+
+
+def _shapes(model: str, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, tuple[int, ...]]:
+  """Weight shapes per layer (conv HWIO, fc in x out) for inputs of ``image_shape``."""
   h, w, c = image_shape
-  flat = (h // 4) * (w // 4) * 16
-  shapes = {"conv1": (5, 5, c, 6), "conv2": (5, 5, 6, 16), "fc1": (flat, 120), "fc2": (120, 84),
-            "fc3": (84, num_classes)}
+  shapes, flat = {}, None
+  for name, kind, units, kernel, pool in _spec(model):
+    units = num_classes if units is None else units
+    if kind == "conv":
+      shapes[name] = (kernel, kernel, c, units)
+      c = units
+      if pool:
+        h, w = h // 2, w // 2
+    else:
+      flat = h * w * c if flat is None else flat
+      shapes[name] = (flat, units)
+      flat = units
+  return shapes
+
+
+def init_model(model: str, key: jax.Array, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
+  """Weights of ``model`` (He-normal, zero biases) for ``image_shape`` inputs."""
+  shapes = _shapes(model, image_shape, num_classes)
   params = {}
   for k, (name, s) in zip(jax.random.split(key, len(shapes)), shapes.items()):
     fan_in = math.prod(s[:-1])
@@ -84,26 +138,59 @@ def init_lenet(key: jax.Array, image_shape: tuple[int, int, int], num_classes: i
   return params
 
 
+def apply_model(model: str, params: dict[str, Any], switches: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+  """Logits; every unit of a switched layer is multiplied by its switch after the ReLU (before the pool)."""
+  spec = _spec(model)
+  h = x
+  for name, kind, _, _, pool in spec[:-1]:
+    p = params[name]
+    if kind == "conv":
+      h = jax.lax.conv_general_dilated(h, p["w"], (1, 1), "SAME",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["b"]
+      h = jax.nn.relu(h) * switches[name]
+      if pool:
+        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    else:
+      h = h.reshape(h.shape[0], -1)
+      h = jax.nn.relu(h @ p["w"] + p["b"]) * switches[name]
+  last = params[spec[-1][0]]
+  return h.reshape(h.shape[0], -1) @ last["w"] + last["b"]
+
+
+def init_lenet(key: jax.Array, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
+  """LeNet-5 weights (``init_model("lenet5", ...)``)."""
+  return init_model("lenet5", key, image_shape, num_classes)
+
+
 def apply_lenet(params: dict[str, Any], switches: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-  """Logits; every unit of ``LAYERS`` is multiplied by its switch."""
-  conv = lambda h, p: jax.lax.conv_general_dilated(  # noqa: E731
-      h, p["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["b"]
-  pool = lambda h: jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")  # noqa: E731
-  h = pool(jax.nn.relu(conv(x, params["conv1"])) * switches["conv1"])
-  h = pool(jax.nn.relu(conv(h, params["conv2"])) * switches["conv2"])
-  h = h.reshape(h.shape[0], -1)
-  h = jax.nn.relu(h @ params["fc1"]["w"] + params["fc1"]["b"]) * switches["fc1"]
-  h = jax.nn.relu(h @ params["fc2"]["w"] + params["fc2"]["b"]) * switches["fc2"]
-  return h @ params["fc3"]["w"] + params["fc3"]["b"]
+  """LeNet-5 logits (``apply_model("lenet5", ...)``)."""
+  return apply_model("lenet5", params, switches, x)
 
 
-def kept_weights(keep: dict[str, np.ndarray], image_shape: tuple[int, int, int], num_classes: int) -> dict[str, int]:
-  """Weights (no biases) left per layer when only the units in ``keep`` remain."""
-  h, w, c = image_shape
-  n = {k: int(np.sum(v)) for k, v in keep.items()}
-  return {"conv1": 25 * c * n["conv1"], "conv2": 25 * n["conv1"] * n["conv2"],
-          "fc1": (h // 4) * (w // 4) * n["conv2"] * n["fc1"], "fc2": n["fc1"] * n["fc2"],
-          "fc3": n["fc2"] * num_classes}
+def kept_weights(keep: dict[str, np.ndarray], image_shape: tuple[int, int, int], num_classes: int,
+                 model: str = "lenet5") -> dict[str, int]:
+  """Weights (no biases) left per layer when only the units in ``keep`` remain.
+
+  Example:
+    >>> full = {k: np.ones(n) for k, n in model_units("lenet5").items()}
+    >>> sum(kept_weights(full, (8, 8, 1), 10).values())
+    21150
+  """
+  shapes = _shapes(model, image_shape, num_classes)
+  spec = _spec(model)
+  n_in, spatial, out = image_shape[2], None, {}
+  h, w = image_shape[:2]
+  for name, kind, _, _, pool in spec:
+    n_out = int(np.sum(keep[name])) if name in keep else shapes[name][-1]
+    if kind == "conv":
+      out[name] = shapes[name][0] * shapes[name][1] * n_in * n_out
+      if pool:
+        h, w = h // 2, w // 2
+    else:
+      spatial = h * w if spatial is None else 1
+      out[name] = spatial * n_in * n_out
+    n_in = n_out
+  return out
 
 
 def _normalise(ds, x):
@@ -131,16 +218,26 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None) 
   shape, classes = tuple(data.image_shape), data.num_classes
   xt, yt = _normalise(data, data.images["train"]), data.labels["train"]
   xs, ys = _normalise(data, data.images["test"]), data.labels["test"]
-  params = init_lenet(jax.random.key(cfg["seed"]), shape, classes)
-  switches = {k: jnp.ones(n) for k, n in UNITS.items()}
-  omega = {k: np.ones(n, np.float32) for k, n in UNITS.items()}
-  gamma = {k: np.ones(n) for k, n in UNITS.items()}
+  if cfg["train_size"] is not None:
+    xt, yt = xt[:int(cfg["train_size"])], yt[:int(cfg["train_size"])]
+  model = cfg["model"]
+  units = model_units(model)
+  n_switches = sum(units.values())
+  mode = cfg["hessian"]
+  if mode == "auto":
+    mode = "exact" if n_switches <= cfg["exact_max_switches"] else "hutchinson"
+  if mode not in ("exact", "hutchinson"):
+    raise ValueError(f"hessian must be 'auto', 'exact' or 'hutchinson', got {cfg['hessian']!r}")
+  params = init_model(model, jax.random.key(cfg["seed"]), shape, classes)
+  switches = {k: jnp.ones(n) for k, n in units.items()}
+  omega = {k: np.ones(n, np.float32) for k, n in units.items()}
+  gamma = {k: np.ones(n) for k, n in units.items()}
   lam = float(cfg["lam"])
   tx_w, tx_s = optax.adamw(cfg["lr"], weight_decay=cfg["weight_decay"]), optax.sgd(cfg["switch_lr"])
   opt_w, opt_s = tx_w.init(params), tx_s.init(switches)
 
   def ce(p, s, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(apply_lenet(p, s, x), y).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(apply_model(model, p, s, x), y).mean()
 
   @jax.jit
   def step(p, s, ow, os_, om, x, y, on):
@@ -155,13 +252,18 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None) 
 
   @jax.jit
   def accuracy(p, s, x, y):
-    return 100.0 * jnp.mean(jnp.argmax(apply_lenet(p, s, x), -1) == y)
+    return 100.0 * jnp.mean(jnp.argmax(apply_model(model, p, s, x), -1) == y)
 
   @jax.jit
-  def hess(p, s, x, y):
+  def hess(p, s, x, y, key):
     from jax.flatten_util import ravel_pytree  # pylint: disable=import-outside-toplevel
     flat, unravel = ravel_pytree(s)
-    return unravel(bayesnas.hessian_diagonal(lambda v: ce(p, unravel(v), x, y), flat, mode="exact"))
+    f = lambda v: ce(p, unravel(v), x, y)  # noqa: E731
+    if mode == "exact":
+      return unravel(bayesnas.hessian_diagonal(f, flat, mode="exact"))
+    probes = jax.random.split(key, cfg["hessian_probes"])
+    return unravel(jax.lax.map(lambda k: bayesnas.hessian_diagonal(f, flat, mode="hutchinson", key=k),
+                               probes).mean(0))
 
   rng = np.random.default_rng(cfg["seed"])
   bs = cfg["batch_size"]
@@ -179,31 +281,31 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None) 
   for _ in range(cfg["pretrain_epochs"]):
     params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 0.0)
   dense_acc = float(accuracy(params, switches, xs, ys))
-  total_weights = sum(kept_weights({k: np.ones(n) for k, n in UNITS.items()}, shape, classes).values())
+  total_weights = sum(kept_weights({k: np.ones(n) for k, n in units.items()}, shape, classes, model).values())
   curve = []
   for it in range(cfg["outer_iterations"]):
     params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 1.0)
-    idx = rng.permutation(len(xt))[:512]
-    h = jax.device_get(hess(params, switches, xt[idx], yt[idx]))
+    idx = rng.permutation(len(xt))[:cfg["hessian_samples"]]
+    h = jax.device_get(hess(params, switches, xt[idx], yt[idx], jax.random.key(cfg["seed"] * 1000 + it)))
     sw = {k: np.asarray(v, np.float64) for k, v in jax.device_get(switches).items()}
-    for k in UNITS:  # one flat group of switches per layer, no edge level: the hierarchy's top is fixed at 1
+    for k in units:  # one flat group of switches per layer, no edge level: the hierarchy's top is fixed at 1
       out = bayesnas.ard_update(np.ones(1), sw[k][None], np.zeros(1), np.asarray(h[k])[None], np.full(1, 1e12),
                                 gamma[k][None], lam_edge=lam, lam_op=lam)
       gamma[k], omega[k] = out["gamma_op"][0], out["omega_op"][0].astype(np.float32)
-    keep = {k: gamma[k] >= cfg["prune_threshold"] for k in UNITS}
-    kept = sum(kept_weights(keep, shape, classes).values())
+    keep = {k: gamma[k] >= cfg["prune_threshold"] for k in units}
+    kept = sum(kept_weights(keep, shape, classes, model).values())
     curve.append({"iteration": it + 1, "test_acc": round(float(accuracy(params, switches, xs, ys)), 3),
                   "pruned_fraction": round(1 - kept / total_weights, 4),
                   "log10_gamma_min": round(float(min(np.log10(np.maximum(g, 1e-30)).min() for g in gamma.values())), 3)})
     if cfg["target_pruned"] is not None and curve[-1]["pruned_fraction"] >= cfg["target_pruned"]:
       break
-  keep = {k: (gamma[k] >= cfg["prune_threshold"]).astype(np.float32) for k in UNITS}
+  keep = {k: (gamma[k] >= cfg["prune_threshold"]).astype(np.float32) for k in units}
   switches = {k: switches[k] * keep[k] for k in switches}
   pruned_acc = float(accuracy(params, switches, xs, ys))
   opt_w = tx_w.init(params)
   for _ in range(cfg["finetune_epochs"]):  # switches frozen (on = 0), pruned units stay at 0
     params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 0.0, keep)
-  per_layer = kept_weights(keep, shape, classes)
+  per_layer = kept_weights(keep, shape, classes, model)
   kept = sum(per_layer.values())
   return {"dense_test_acc": round(dense_acc, 3), "pruned_test_acc": round(pruned_acc, 3),
           "finetuned_test_acc": round(float(accuracy(params, switches, xs, ys)), 3),
@@ -225,7 +327,7 @@ def plot_report(report: dict[str, Any], path: Any) -> None:
   ax.axhline(report["dense_test_acc"], color="0.5", ls="--", label="dense test acc")
   ax.axhline(report["finetuned_test_acc"], color="C2", ls=":", label="pruned + fine-tuned test acc")
   ax.set_xlabel("outer iteration")
-  ax.set_title(f"LeNet-5 on digits: {100 * report['pruned_fraction']:.1f}% of weights pruned")
+  ax.set_title(f"{report['config']['model']}: {100 * report['pruned_fraction']:.1f}% of weights pruned")
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
