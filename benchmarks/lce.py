@@ -45,6 +45,7 @@ import time
 import numpy as np
 
 from nas_jax.data import nbnlp_logs
+from nas_jax.predictors import hyperband
 from nas_jax.predictors import learning_curves as lc
 
 FRACTIONS = (0.1, 0.25, 0.5)  # the issue's observed fractions of the curve
@@ -56,8 +57,15 @@ def r2_score(y, pred) -> float:
   return float(1.0 - np.sum((y - pred) ** 2) / ss) if ss > 0 else float("nan")
 
 
+# The schedules compared: Hyperband (all brackets) and successive halving (the deepest bracket),
+# each ranking the runs at a rung by predicted final values (Baker et al.) or by the values there.
+SCHEDULES = {f"{b}_{how}": {"brackets": b, "predict": how == "predicted"}
+             for b in hyperband.BRACKETS for how in ("predicted", "observed")}
+
+
 def _one_split(curves, static, fit_idx, test_idx, *, regressors, fractions, n_search, cv, seed,
-               deltas, orders, stop_model, min_epoch, higher_is_better) -> dict:
+               deltas, orders, stop_model, min_epoch, higher_is_better, eta=hyperband.DEFAULT_ETA
+               ) -> dict:
   epochs = curves.shape[1]
 
   def pick(idx):
@@ -84,14 +92,21 @@ def _one_split(curves, static, fit_idx, test_idx, *, regressors, fractions, n_se
                                          higher_is_better=higher_is_better, delta=d,
                                          min_epoch=min_epoch, seed=seed * 1000 + k)
               for k in range(orders)] for d in deltas}
-  return {"r2": r2, "cv_rmse": cv_rmse, "hyperparameters": chosen, "sims": sims}
+  schedules = {name: [hyperband.simulate_search(
+      hyperband.SuccessiveHalving(higher_is_better=higher_is_better, epochs=epochs, eta=eta,
+                                  min_epoch=max(1, min_epoch), regressor=srm, **kw),
+      curves[test_idx], static=pick(test_idx), seed=seed * 1000 + k) for k in range(orders)]
+      for name, kw in SCHEDULES.items()}
+  return {"r2": r2, "cv_rmse": cv_rmse, "hyperparameters": chosen, "sims": sims,
+          "schedules": schedules}
 
 
 def run(logs_path: str, *, n_fit: int = 100, splits: int = 5, seed: int = 0,
         column: str = "val_losses", regressors=lc.REGRESSORS, fractions=FRACTIONS,
         n_search: int = lc.DEFAULT_SEARCH, cv: int = lc.DEFAULT_CV, deltas=(lc.DEFAULT_DELTA,),
         orders: int = 10, stop_model: str = "nusvr_rbf", min_epoch: int = 1,
-        use_static: bool = True, higher_is_better: bool = False) -> dict:
+        use_static: bool = True, higher_is_better: bool = False,
+        eta: int = hyperband.DEFAULT_ETA) -> dict:
   """The benchmark's figures as a dict (see the module docstring); ``deltas[0]`` is the primary one."""
   t0 = time.perf_counter()
   logs = nbnlp_logs.load_logs(logs_path, column=column)
@@ -108,10 +123,10 @@ def run(logs_path: str, *, n_fit: int = 100, splits: int = 5, seed: int = 0,
     per_split.append(_one_split(
         curves, static, perm[:n_fit], perm[n_fit:], regressors=regressors, fractions=fractions,
         n_search=n_search, cv=cv, seed=seed + k, deltas=tuple(deltas), orders=orders,
-        stop_model=stop_model, min_epoch=min_epoch, higher_is_better=higher_is_better))
+        stop_model=stop_model, min_epoch=min_epoch, higher_is_better=higher_is_better, eta=eta))
 
-  def summary(d):
-    sims = [s for p in per_split for s in p["sims"][d]]
+  def summary(d, key="sims"):
+    sims = [s for p in per_split for s in p[key][d]]
     return {
         "speedup": float(np.mean([s["speedup"] for s in sims])),
         "regret": float(np.mean([s["regret"] for s in sims])),
@@ -126,6 +141,7 @@ def run(logs_path: str, *, n_fit: int = 100, splits: int = 5, seed: int = 0,
     }
 
   by_delta = {str(d): summary(d) for d in deltas}
+  schedules = {name: summary(name, "schedules") for name in SCHEDULES}
   primary = by_delta[str(deltas[0])]
   r2 = {name: {str(f): float(np.mean([p["r2"][name][str(f)] for p in per_split])) for f in fractions}
         for name in regressors}
@@ -135,6 +151,7 @@ def run(logs_path: str, *, n_fit: int = 100, splits: int = 5, seed: int = 0,
       "regret": primary["regret"],
       **{k: v for k, v in primary.items() if k not in ("speedup", "regret")},
       "by_delta": by_delta,
+      "hyperband": schedules, "eta": eta,
       "r2_per_split": [p["r2"] for p in per_split],
       "cv_rmse_per_split": [p["cv_rmse"] for p in per_split],
       "hyperparameters_per_split": [p["hyperparameters"] for p in per_split],
@@ -163,11 +180,14 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--n-search", type=int, default=lc.DEFAULT_SEARCH,
                       help="hyperparameter draws per regressor and tau")
   parser.add_argument("--cv", type=int, default=lc.DEFAULT_CV, help="cross-validation folds")
-  parser.add_argument("--delta", type=float, nargs="+", default=[lc.DEFAULT_DELTA, 0.01, 0.001],
+  parser.add_argument("--delta", type=float, nargs="+",
+                      default=list(dict.fromkeys([lc.DEFAULT_DELTA, 0.05, 0.01, 0.001])),
                       help="stopping threshold(s); the first gives speedup / regret, all are in by_delta")
   parser.add_argument("--orders", type=int, default=10, help="simulated random searches per split")
   parser.add_argument("--stop-model", default="nusvr_rbf", choices=lc.REGRESSORS)
   parser.add_argument("--min-epoch", type=int, default=1, help="earliest epoch a run may stop at")
+  parser.add_argument("--eta", type=int, default=hyperband.DEFAULT_ETA,
+                      help="Hyperband / successive halving rate (Li et al. 2017: 3)")
   parser.add_argument("--no-static", action="store_true",
                       help="curve features only (no architecture / hyperparameter numbers)")
   args = parser.parse_args(argv)
@@ -175,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = run(args.logs, n_fit=args.n_fit, splits=args.splits, seed=args.seed, column=args.column,
                  regressors=args.regressors, n_search=args.n_search, cv=args.cv, deltas=args.delta,
                  orders=args.orders, stop_model=args.stop_model, min_epoch=args.min_epoch,
-                 use_static=not args.no_static)
+                 use_static=not args.no_static, eta=args.eta)
   except ValueError as e:
     raise SystemExit(f"lce.py: {e}") from None
   for name, by_f in result["r2"].items():
@@ -183,6 +203,9 @@ def main(argv: list[str] | None = None) -> dict:
   for d, r in result["by_delta"].items():
     print(f"early stopping ({result['stop_model']}, delta {d}): speedup {r['speedup']:.2f}x "
           f"(incl. fitting curves {r['speedup_incl_fit']:.2f}x), regret {r['regret']:.3%} "
+          f"(max {r['regret_max']:.3%}, zero in {r['regret_zero_fraction']:.0%} of runs)")
+  for name, r in result["hyperband"].items():
+    print(f"{name:22s} (eta {result['eta']}): speedup {r['speedup']:.2f}x, regret {r['regret']:.3%} "
           f"(max {r['regret_max']:.3%}, zero in {r['regret_zero_fraction']:.0%} of runs)")
   print(f"{result['splits']} splits x {result['orders']} orders; {result['n_fit']} fit / "
         f"{result['n_test']} test curves, {result['skipped']} logs skipped; {result['seconds']:.0f} s")

@@ -130,3 +130,53 @@ def test_bad_early_stop_settings_are_one_line_errors(setting, message, tmp_path)
   with pytest.raises(ValueError, match=message):
     experiment.run_experiment(cfg, tmp_path / "run", quiet=True)
   assert not (tmp_path / "run" / "history.jsonl").exists()
+
+
+def hyperband_config():
+  cfg = config(budget=15)
+  cfg["evaluator"]["scratch"]["early_stop"] = True
+  cfg["evaluator"]["scratch"]["early_stop_settings"] = {
+      "rule": "hyperband", "eta": 3, "min_curves": 3, "refit_every": 5, "cv": 3, "n_search": 4}
+  return cfg
+
+
+def test_hyperband_schedule_through_the_runner_and_its_resume(fake_training, tmp_path, monkeypatch):
+  """early_stop_settings.rule=hyperband: rung stops in the history; a crashed search resumes to the same lines."""
+  experiment.run_experiment(hyperband_config(), tmp_path / "straight", quiet=True)
+  history = lines(tmp_path / "straight")
+  stopped = [l for l in history if "stopped" in l]
+  assert stopped and all("successive halving" in l["stopped"]["reason"] for l in stopped)
+  assert {l["stopped"]["epoch"] for l in stopped} <= {2}  # R = 6, eta = 3: the one rung, 6 / 3
+  assert any("predicted" in l["stopped"] for l in stopped)  # once 3 runs completed
+  assert all("prob_beats_best" not in l["stopped"] for l in stopped)
+  from nas_jax.checkpoint import SearchCheckpointer
+
+  class Crash(Exception):
+    pass
+
+  real, calls = SearchCheckpointer.save, [0]
+
+  def save(self, step, trees, meta):
+    calls[0] += 1
+    if calls[0] == 4:
+      raise Crash()
+    return real(self, step, trees, meta)
+
+  monkeypatch.setattr(SearchCheckpointer, "save", save)
+  with pytest.raises(Crash):
+    experiment.run_experiment(hyperband_config(), tmp_path / "resumed", quiet=True)
+  monkeypatch.setattr(SearchCheckpointer, "save", real)
+  experiment.run_experiment(hyperband_config(), tmp_path / "resumed", quiet=True)
+  assert lines(tmp_path / "resumed") == history
+
+
+def test_early_stop_settings_apply_only_when_stopping_is_on(fake_training, tmp_path):
+  cfg = config()
+  cfg["evaluator"]["scratch"]["early_stop"] = False
+  cfg["evaluator"]["scratch"]["early_stop_settings"] = {"min_curves": 5, "delta": 0.5}
+  experiment.run_experiment(cfg, tmp_path / "off", quiet=True)
+  assert not any("stopped" in l for l in lines(tmp_path / "off"))
+  cfg["evaluator"]["scratch"]["early_stop_settings"] = {"rule": "hyperband", "delta": 0.5}
+  cfg["evaluator"]["scratch"]["early_stop"] = True
+  with pytest.raises(ValueError, match=r"unknown early_stop setting\(s\) \['delta'\] for rule 'hyperband'"):
+    experiment.run_experiment(cfg, tmp_path / "bad", quiet=True)

@@ -54,10 +54,14 @@ def _write_zip(path, logs):
 
 def test_curve_features_values_and_shape():
   curves = np.array([[4.0, 3.0, 2.5, 2.4], [1.0, 2.0, 4.0, 8.0]])
-  x = lc.curve_features(curves, 4, static=np.array([[1.0], [2.0]]))
+  x = lc.curve_features(curves, 4, static=np.array([[1.0], [2.0]]), summary=False)
   assert x.shape == (2, 1 + 4 + 3 + 2)
   np.testing.assert_allclose(x[1], [2.0, 1, 2, 4, 8, 1, 2, 4, 1, 2])
-  assert lc.curve_features(curves, 1).shape == (2, 1)  # no differences from one epoch
+  # Summary: last, min, mean, mean slope (8 - 1) / 3, mean of the last three differences (1 + 2 + 4) / 3.
+  np.testing.assert_allclose(lc.curve_features(curves, 4)[1, -5:], [8, 1, 15 / 4, 7 / 3, 7 / 3])
+  np.testing.assert_allclose(lc.curve_features(curves, 2)[0, -5:], [3, 3, 3.5, -1, -1])
+  assert lc.curve_features(curves, 1, summary=False).shape == (2, 1)  # no differences from one epoch
+  assert lc.curve_features(curves, 1).shape == (2, 6)
   with pytest.raises(ValueError, match="tau"):
     lc.curve_features(curves, 5)
 
@@ -274,4 +278,103 @@ def test_benchmark_main_on_a_tiny_zip(tmp_path, capsys):
   # A smaller delta stops no more runs.
   assert sum(result["by_delta"]["0.01"]["stopped_per_run"]) <= sum(result["stopped_per_run"])
   assert result["skipped"] == 1 and result["n_test"] == 15
+  assert set(result["hyperband"]) == {"hyperband_predicted", "hyperband_observed", "sha_predicted",
+                                      "sha_observed"}
+  for r in result["hyperband"].values():
+    assert r["speedup"] > 1.0 and 0.0 <= r["regret"] < 1.0
   assert "speedup" in capsys.readouterr().out
+
+
+# -- successive halving / Hyperband (nas_jax.predictors.hyperband) ---------------------------------
+
+from nas_jax.predictors import hyperband  # noqa: E402
+
+
+class _CurveRegressor:
+  """Predicts a loss curve's final value as its last value minus 10x its last step (a fast learner ends low)."""
+
+  def __init__(self, epochs):
+    self.epochs_, self.taus_, self.static_keys_ = epochs, tuple(range(1, epochs)), ()
+    self.models_ = dict.fromkeys(self.taus_)
+
+  def predict(self, curves, static=None, tau=None):
+    c = np.asarray(curves)
+    return c[:, -1] + 10.0 * (c[:, -1] - c[:, -2]), np.full(len(c), 0.1)
+
+
+def test_hyperband_brackets_rungs_and_dealing():
+  sha = hyperband.SuccessiveHalving(higher_is_better=False, epochs=50)  # NAS-Bench-NLP: R = 50
+  assert sha.s_max == 3 and sha.eta == 3  # 3^3 = 27 <= 50 < 81
+  assert [sha.rungs_of(s) for s in range(4)] == [(), (17,), (6, 17), (2, 6, 17)]  # 50/3, 50/9, 50/27
+  assert hyperband.bracket_sizes(3, 3) == {3: 27, 2: 12, 1: 6, 0: 4}
+  dealt = [sha._next_bracket() for _ in range(49)]
+  assert {s: dealt.count(s) for s in range(4)} == {3: 27, 2: 12, 1: 6, 0: 4}
+  assert dealt[:4] == [3, 2, 3, 1]  # interleaved, not 27 deep runs first
+  with pytest.raises(ValueError, match="eta must be an integer >= 2"):
+    hyperband.SuccessiveHalving(higher_is_better=False, epochs=9, eta=1)
+  with pytest.raises(ValueError, match="unknown brackets"):
+    hyperband.SuccessiveHalving(higher_is_better=False, epochs=9, brackets="bohb")
+
+
+@pytest.mark.parametrize("predict", [False, True])
+def test_rungs_rank_by_predicted_final_values(predict):
+  """A run behind at a rung but falling fast is kept only when ranked by its predicted final value."""
+  sha = hyperband.SuccessiveHalving(higher_is_better=False, epochs=18, brackets="sha", min_epoch=2,
+                                    predict=predict, regressor=_CurveRegressor(18))
+  assert sha.rungs_of(sha.s_max) == (2, 6)  # 18 / 9, 18 / 3
+  t = np.arange(1, 19.0)
+  flat = 2.0 + 0.01 / t
+  slow = 1.0 + 8.0 / t ** 1.5  # 3.83 at epoch 2 (behind 2.005 and 2.505), 1.09 at the end
+  for curve, name in ((flat, "flat"), (flat + 0.5, "flat2"), (slow, "slow")):
+    cb = sha.callback(arch_id=name)
+    for e in range(1, 19):
+      if cb(e, {"valid_loss": float(curve[e - 1])}):
+        break
+  d = sha.records["flat2"]  # behind "flat" at epoch 2 either way (2 runs there: keep 1)
+  assert d.stop and d.tau == 2 and (d.predicted is not None) is predict and d.prob is None
+  if predict:  # predicted 3.83 - 10 * 1.11 < 0: kept at both rungs, completes, sets the best
+    assert "slow" not in sha.records and sha.best == pytest.approx(slow[-1])
+  else:
+    assert sha.records["slow"].tau == 2 and sha.best == pytest.approx(flat[-1])
+
+
+def test_simulated_hyperband_with_a_predictor():
+  curves, _ = _loss_curves(60, epochs=9, seed=4)
+  srm = lc.SequentialRegressor("nusvr_rbf", n_search=4, seed=0).fit(curves[:30])
+  out = {}
+  for predict in (True, False):
+    sha = hyperband.SuccessiveHalving(higher_is_better=False, epochs=9, regressor=srm, predict=predict)
+    out[predict] = hyperband.simulate_search(sha, curves[30:], seed=1)
+  for r in out.values():
+    assert r["epochs"] == sum(r["stop_epochs"]) and r["full_epochs"] == 270
+    assert r["speedup"] > 1.5 and r["regret"] <= 0.02
+  # Baker's rule runs through the same simulation (its callbacks) and agrees with the direct one.
+  stopper = lc.EarlyStopper(higher_is_better=False, epochs=9, regressor=srm)
+  via_callbacks = hyperband.simulate_search(stopper, curves[30:], seed=1)
+  direct = lc.simulate_early_stopping(srm, curves[30:], higher_is_better=False, seed=1)
+  assert via_callbacks["stop_epochs"] == direct["stop_epochs"]
+
+
+def test_replay_rebuilds_the_schedule_of_a_resumed_search():
+  curves, _ = _loss_curves(8, epochs=9, seed=6)
+  live = hyperband.SuccessiveHalving(higher_is_better=False, epochs=9, predict=False)
+  history = []
+  for i, c in enumerate(curves[:7]):
+    if i == 3:  # a failed run (no curve) took a bracket slot too
+      live.callback(arch_id="failed")
+      history.append({"arch_id": "failed", "error": "diverged"})
+    cb, curve = live.callback(arch_id=f"a{i}"), []
+    for e in range(1, 10):
+      curve.append({"epoch": e, "valid_loss": float(c[e - 1])})
+      if cb(e, dict(curve[-1])):
+        break
+    history.append({"arch_id": f"a{i}", "curve": curve})
+  assert sum(len(h.get("curve", [])) < 9 for h in history) >= 2  # some runs were stopped
+  resumed = hyperband.SuccessiveHalving(higher_is_better=False, epochs=9, predict=False)
+  resumed.replay(history)
+  assert resumed._dealt == live._dealt and resumed.best == live.best
+  rung = lambda s: {k: [list(c) for c, _ in v] for k, v in s._at_rung.items()}
+  assert rung(resumed) == rung(live)
+  # The next run meets the same schedule.
+  decide = lambda s: [s.callback()(e, {"valid_loss": float(curves[7, e - 1])}) for e in range(1, 10)]
+  assert decide(resumed) == decide(live)

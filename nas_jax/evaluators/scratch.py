@@ -16,8 +16,12 @@ training split; the test split is not touched (``eval_test`` is off).
 Early stopping (Baker et al. 2018; ``nas_jax.predictors.learning_curves``):
 ``early_stop`` in the config (``True``, or a dict of ``EarlyStopper``
 settings: ``delta``, ``min_curves``, ``refit_every``, ``min_epoch``,
-``model``; the CLI's ``--early-stop``) stops a run when its predicted final
-validation metric will probably not beat the best completed run. A stopped
+``model``; the CLI's ``--early-stop``; ``early_stop_settings`` holds defaults
+that apply once it is on) stops a run when its predicted final
+validation metric will probably not beat the best completed run; with
+``rule: "hyperband"`` (or ``"sha"``) runs are instead stopped at
+successive-halving rungs when their predicted final value is not in the top
+``1 / eta`` of the runs seen there (``nas_jax.predictors.hyperband``). A stopped
 run's history line says so (``stopped``: epoch, reason and the ``predicted``
 final value); its search score is that of its last trained epoch. On resume
 the stopper re-learns from the history (``observe_history``) and a run
@@ -120,6 +124,7 @@ class ScratchEvaluator(Evaluator):
     data_keys = dict(_DATA_KEYS, **(_IMAGE_DATA_KEYS if self.task.name == "images" else {}))
     train_keys = set(self.task.default_train_config())
     early_stop = cfg.pop("early_stop", False)
+    early_stop_settings = cfg.pop("early_stop_settings", None)
     unknown = sorted(set(cfg) - set(data_keys) - {"workdir"} - train_keys)
     if unknown:
       raise ValueError(f"unknown scratch evaluator config keys {unknown}; "
@@ -131,14 +136,24 @@ class ScratchEvaluator(Evaluator):
     if self.train_config["valid_split"] is None:
       raise ValueError("the scratch evaluator scores on valid_split; it cannot be None")
     self.workdir = cfg.get("workdir")
-    self.stopper = self._make_stopper(early_stop)
+    self.stopper = self._make_stopper(early_stop, early_stop_settings)
     if make_callbacks is None and self.stopper is not None:
       make_callbacks = self.stopper.make_callbacks()
     self.make_callbacks = make_callbacks
     self._dataset = None
 
-  def _make_stopper(self, early_stop: Any):
-    """The ``EarlyStopper`` of the ``early_stop`` setting (None when off)."""
+  def _make_stopper(self, early_stop: Any, settings: Any = None):
+    """The stopper of the ``early_stop`` setting (None when off).
+
+    ``settings`` (``early_stop_settings``) are defaults under a dict
+    ``early_stop``: a config file keeps them there, and ``--early-stop`` (which
+    sets ``early_stop``) turns them on. ``rule`` picks the stopper:
+    ``"baker"`` (default: ``EarlyStopper``, Baker et al.'s probability rule)
+    or ``"hyperband"`` / ``"sha"`` (``nas_jax.predictors.hyperband``:
+    successive-halving rungs ranked by predicted final values).
+    """
+    if settings is not None and not isinstance(settings, dict):
+      raise ValueError(f"early_stop_settings must be a dict of stopper settings, got {settings!r}")
     if early_stop is False or early_stop is None:
       return None
     if early_stop is True:
@@ -146,13 +161,24 @@ class ScratchEvaluator(Evaluator):
     if not isinstance(early_stop, dict):
       raise ValueError(f"early_stop must be true, false or a dict of EarlyStopper settings, "
                        f"got {early_stop!r}")
+    early_stop = {**(settings or {}), **early_stop}
+    rule = early_stop.pop("rule", "baker")
     allowed = {"delta", "min_curves", "refit_every", "min_epoch", "model", "n_search", "cv"}
+    if rule in ("hyperband", "sha"):
+      allowed = allowed - {"delta"} | {"eta", "predict"}
+    elif rule != "baker":
+      raise ValueError(f"unknown early_stop rule {rule!r}; use 'baker', 'hyperband' or 'sha'")
     unknown = sorted(set(early_stop) - allowed)
     if unknown:
-      raise ValueError(f"unknown early_stop setting(s) {unknown}; allowed: {sorted(allowed)}")
+      raise ValueError(f"unknown early_stop setting(s) {unknown} for rule {rule!r}; "
+                       f"allowed: {sorted(allowed)}")
     if self.train_config["epochs"] < 2:
       raise ValueError(f"early_stop needs runs of at least 2 epochs; epochs is "
                        f"{self.train_config['epochs']}")
+    if rule != "baker":
+      from nas_jax.predictors import hyperband  # pylint: disable=import-outside-toplevel
+      return hyperband.SuccessiveHalving.for_task(
+          self.task, epochs=self.train_config["epochs"], brackets=rule, **early_stop)
     from nas_jax.predictors import learning_curves  # pylint: disable=import-outside-toplevel
     return learning_curves.EarlyStopper.for_task(self.task, epochs=self.train_config["epochs"],
                                                  **early_stop)
@@ -165,6 +191,9 @@ class ScratchEvaluator(Evaluator):
         are skipped, as the stopper never observed them).
     """
     if self.stopper is None:
+      return
+    if hasattr(self.stopper, "replay"):  # successive halving: every run's curve rebuilds the rungs
+      self.stopper.replay(records)
       return
     metric = self.stopper.metric
     for r in records:
@@ -249,8 +278,9 @@ class ScratchEvaluator(Evaluator):
           info["stopped"] = dict(result["stopped"])
           decision = self.stopper.records.get(info["arch_id"]) if self.stopper else None
           if decision is not None:
-            info["stopped"].update(predicted=decision.predicted, predicted_std=decision.std,
-                                   prob_beats_best=decision.prob)
+            extra = dict(predicted=decision.predicted, predicted_std=decision.std,
+                         prob_beats_best=decision.prob)
+            info["stopped"].update({k: v for k, v in extra.items() if v is not None})
       costs.append(time.perf_counter() - t0)
       infos.append(info)
     return Evaluation(scores=np.asarray(scores, np.float64),

@@ -17,9 +17,9 @@ squares (scikit-learn); hyperparameters are chosen by random search with
 k-fold cross-validation. The prediction's uncertainty is Gaussian, its
 standard deviation the root-mean-square of the chosen model's out-of-fold
 residuals at that ``tau`` (the paper uses a small ensemble's spread instead).
-Queries are clipped to the training features' range, which keeps the linear
-models from extrapolating wildly on an unusual curve (on NAS-Bench-NLP, OLS's
-R^2 at 10 % of the curve went from -7.9 to 0.58 with it).
+The linear models' queries are clipped to the training features' range,
+which keeps them from extrapolating wildly on an unusual curve (on
+NAS-Bench-NLP, OLS's R^2 at 10 % of the curve went from -7.9 to 0.58 with it).
 
 Early stopping (``EarlyStopper``, the paper's rule): after ``tau`` epochs, a
 run stops when the probability that its final value beats the best final value
@@ -46,7 +46,7 @@ Example:
     >>> stopper.best = 1.2  # best final loss so far
     >>> cb = stopper.callback({"width": 1.9}, arch_id="a")
     >>> [cb(e, {"valid_loss": float(y)}) for e, y in zip(t[:3], 1.9 + 2.0 * np.exp(-t[:3] / 3.8))][-1]
-    'early stop at epoch 3: predicted final valid_loss 2.04... +/- ..., P(beats best 1.2) = 0 < delta 0.05'
+    'early stop at epoch 3: predicted final valid_loss 2.04... +/- ..., P(beats best 1.2) = 0 < delta 0.01'
     >>> stopper.records["a"].predicted  # what the history line needs
     2.04...
 """
@@ -59,10 +59,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 REGRESSORS = ("nusvr_rbf", "nusvr_linear", "random_forest", "ols")
-# Baker et al. (2018), Sec. 4: stop when P(final beats the best so far) <= Delta. Default 0.05: the
-# threshold of the stopping rule this one follows (Domhan et al. 2015, delta = 0.05); the paper's own
-# Delta could not be checked from here (no copy of its text was at hand), so it is configurable.
-DEFAULT_DELTA = 0.05
+_LINEAR = ("nusvr_linear", "ols")  # clipped to the training range by default (SequentialRegressor)
+# Baker et al. (2018), Sec. 4: stop when P(final beats the best so far) <= Delta. Domhan et al. (2015)
+# use delta = 0.05 in the rule this one follows; on the NAS-Bench-NLP curves that leaves a regret above
+# the issue's 0.5 % target, 0.01 meets it (figures: benchmarks/lce.py's docstring), so 0.01.
+DEFAULT_DELTA = 0.01
 # Hyperparameter search of the regressors: random search scored by k-fold cross-validation, as in the
 # paper (Sec. 3). The ranges and k = 3 follow NASLib's re-implementation of the paper
 # (naslib/predictors/lcsvr.py): C and gamma log-uniform on [1e-5, 10], nu uniform on (0, 1);
@@ -80,28 +81,50 @@ _RF_FEATURES = (0.1, 0.5)
 _RF_TREES = 100  # scikit-learn's default n_estimators (NASLib searches 10-800)
 
 
-def curve_features(curves: np.ndarray, tau: int, static: np.ndarray | None = None) -> np.ndarray:
+def curve_features(curves: np.ndarray, tau: int, static: np.ndarray | None = None,
+                   summary: bool = True) -> np.ndarray:
   """Feature matrix of partial learning curves (Baker et al. 2018, Sec. 3).
+
+  Baker et al.'s time-series features are ``y_1..y_tau`` with their first and
+  second differences. ``summary`` appends five numbers computed from them: the
+  last value, the best (lowest) value so far, the mean of the whole curve, its
+  mean slope ``(y_tau - y_1) / (tau - 1)`` and the mean of its last three
+  first differences. They add no information, only weight: every standardised
+  column counts alike in an RBF kernel's distance, so without them the
+  curve's current level and recent slope weigh as much as any one of the
+  ``3 tau - 3`` noisy per-epoch columns. Measured on NAS-Bench-NLP (nu-SVR,
+  25 % of the curve, ``benchmarks/lce.py`` splits 0-4 / fresh splits 10-19):
+  R^2 0.891 -> 0.896 / 0.868 -> 0.884.
 
   Args:
     curves: ``[N, >= tau]`` values per epoch (only the first ``tau`` are read).
     tau: observed length.
     static: optional ``[N, S]`` per-run numbers (architecture, hyperparameters).
+    summary: append the five summary numbers.
 
   Returns:
-    ``[N, S + tau + (tau - 1) + (tau - 2)]`` (differences only where defined):
-    static numbers, ``y_1..y_tau``, first differences, second differences.
+    ``[N, S + tau + (tau - 1) + (tau - 2) (+ 5)]`` (differences only where
+    defined): static numbers, ``y_1..y_tau``, first differences, second
+    differences, then the summary (last, min, mean, mean slope, recent slope).
 
   Example:
-    >>> curve_features(np.array([[4.0, 3.0, 2.5, 9.0]]), 3, static=np.array([[7.0]]))
+    >>> curve_features(np.array([[4.0, 3.0, 2.5, 9.0]]), 3, static=np.array([[7.0]]), summary=False)
     array([[ 7. ,  4. ,  3. ,  2.5, -1. , -0.5,  0.5]])
+    >>> np.round(curve_features(np.array([[4.0, 3.0, 2.5, 9.0]]), 3)[0, -5:], 2)  # last, min, mean, slopes
+    array([ 2.5 ,  2.5 ,  3.17, -0.75, -0.75])
   """
   curves = np.asarray(curves, np.float64)
   if curves.ndim != 2 or curves.shape[1] < tau or tau < 1:
     raise ValueError(f"curves must be [N, >= tau] with tau >= 1, got shape {curves.shape} and tau={tau}")
   y = curves[:, :tau]
+  d1 = np.diff(y, n=1, axis=1)
   parts = [] if static is None else [np.asarray(static, np.float64).reshape(len(y), -1)]
-  parts += [y, np.diff(y, n=1, axis=1), np.diff(y, n=2, axis=1)]
+  parts += [y, d1, np.diff(y, n=2, axis=1)]
+  if summary:
+    zero = np.zeros((len(y), 1))
+    slope = (y[:, -1:] - y[:, :1]) / (tau - 1) if tau > 1 else zero
+    recent = d1[:, -3:].mean(1, keepdims=True) if tau > 1 else zero
+    parts += [y[:, -1:], y.min(1, keepdims=True), y.mean(1, keepdims=True), slope, recent]
   return np.concatenate(parts, axis=1)
 
 
@@ -235,6 +258,14 @@ class SequentialRegressor:
       ``random_forest``).
     cv: folds of the cross-validation.
     seed: seeds the draws, the folds and the forest.
+    clip: clip queries to the training features' range; default (None) for
+      the linear models only (``ols``, ``nusvr_linear``), which extrapolate
+      without bound. The RBF kernel and the forest need no clipping, and it
+      hurts them on an unusual curve: on NAS-Bench-NLP a run still at loss 11
+      after 25 % of its epochs (and falling fast) was predicted as if it sat at
+      the training set's highest loss (nu-SVR RBF R^2 at 25 %, splits 0-4:
+      0.896 clipped, 0.902 not).
+    summary: ``curve_features``'s summary numbers.
 
   Example:
     >>> t = np.arange(1, 9.0)
@@ -249,13 +280,14 @@ class SequentialRegressor:
 
   def __init__(self, model: str = "nusvr_rbf", *, taus: Sequence[int] | None = None,
                n_search: int = DEFAULT_SEARCH, cv: int = DEFAULT_CV, seed: int = 0,
-               clip: bool = True):
+               clip: bool | None = None, summary: bool = True):
     if model not in REGRESSORS:
       raise ValueError(f"unknown regressor {model!r}; choose one of {REGRESSORS}")
     if int(n_search) < 1 or int(cv) < 2:
       raise ValueError(f"n_search must be >= 1 and cv >= 2, got n_search={n_search}, cv={cv}")
     self.model, self.n_search, self.cv, self.seed = model, int(n_search), int(cv), int(seed)
-    self.clip = bool(clip)
+    self.clip = model in _LINEAR if clip is None else bool(clip)
+    self.summary = bool(summary)
     self._taus_arg = None if taus is None else sorted({int(t) for t in taus})
     self.models_: dict[int, _TauModel] = {}
     self.taus_: tuple[int, ...] = ()
@@ -300,7 +332,7 @@ class SequentialRegressor:
     folds = model_selection.KFold(self.cv, shuffle=True, random_state=self.seed)
     models = {}
     for tau in taus:
-      x = curve_features(curves, tau, s)
+      x = curve_features(curves, tau, s, self.summary)
       x_mean, x_scale = x.mean(0), x.std(0)
       x_scale = np.where(x_scale > 0, x_scale, 1.0)
       xz = (x - x_mean) / x_scale
@@ -349,7 +381,7 @@ class SequentialRegressor:
                        f"fitted taus: {self.taus_}")
     m = self.models_[tau]
     s, _ = static_matrix(static, len(curves), self.static_keys_)
-    xz = (curve_features(curves, tau, s) - m.x_mean) / m.x_scale
+    xz = (curve_features(curves, tau, s, self.summary) - m.x_mean) / m.x_scale
     if self.clip:
       xz = np.clip(xz, m.x_low, m.x_high)
     mean = m.estimator.predict(xz) * m.y_scale + m.y_mean
