@@ -27,6 +27,7 @@ SPACES: dict[str, str] = {
     "rnn": "nas_jax.spaces.rnn:RNNSpace",
     "petridish": "nas_jax.spaces.petridish:PetridishSpace",
     "petridish_cell": "nas_jax.spaces.petridish_cell:PetridishCellSpace",
+    "macro": "nas_jax.spaces.macro:MacroSpace",
 }
 
 STRATEGIES: dict[str, str] = {

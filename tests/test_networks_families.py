@@ -40,5 +40,5 @@ def test_configs_and_unknown_names_are_checked():
   assert nb201.continuous.op_names[0] == "none"
   with pytest.raises(ValueError, match=r"unknown .*SupernetConfig field\(s\) \['channels'\]"):
     nasnet.supernet.config(channels=4)
-  with pytest.raises(ValueError, match="no networks for space 'macro'"):
-    networks.family("macro")
+  with pytest.raises(ValueError, match="no networks for space 'nope'"):
+    networks.family("nope")

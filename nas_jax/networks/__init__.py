@@ -40,14 +40,14 @@ from nas_jax.networks.base import ContinuousRelaxation, NetworkFamily, WeightSha
 _FAMILIES = {"nasnet": "nas_jax.networks.nasnet", "nb201": "nas_jax.networks.nb201",
              "darts": "nas_jax.networks.darts", "rnn": "nas_jax.networks.rnn",
              "petridish": "nas_jax.networks.petridish",
-             "petridish_cell": "nas_jax.networks.petridish_cell"}
+             "petridish_cell": "nas_jax.networks.petridish_cell", "macro": "nas_jax.networks.macro"}
 
 #: The tasks (``nas_jax.tasks``) each space's networks serve, declared with the
 #: family's registration so that configs are checked without importing the
 #: networks; ``tests`` check them against each family's own ``tasks``.
 SERVED_TASKS = {"nasnet": ("images",), "nb201": ("images",), "darts": ("images",),
                 "rnn": ("language_model",), "petridish": ("images",),
-                "petridish_cell": ("images",)}
+                "petridish_cell": ("images",), "macro": ("images",)}
 
 __all__ = ["ContinuousRelaxation", "NetworkFamily", "SERVED_TASKS", "WeightSharing", "build_child", "family",
            "known_families", "served_tasks"]

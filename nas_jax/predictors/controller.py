@@ -10,7 +10,15 @@ The controller reads and writes the space's token view (``space.to_tokens``,
 * an **input** (a position that ``space.token_kinds()`` marks as choosing an
   earlier node): pointer attention over the earlier nodes,
   ``logit_j = v . tanh(W_1 a_j + W_2 h)`` with ``a_j`` node ``j``'s anchor;
-  the next input is that node's anchor state.
+  the next input is that node's anchor state;
+* a **skip set** (positions that ``token_kinds().skip`` marks, ENAS's macro
+  space): all of a node's yes/no connections at once, from the LSTM step that
+  makes the node's anchor, one sigmoid per earlier node ``j`` with
+  ``q_j = v . tanh(W_1 a_j + W_2 h)`` and logits ``(-q_j, q_j)`` for
+  (off, on); the next input is the mean of the chosen nodes' anchors,
+  ``sum_j b_j a_j / (1 + sum_j b_j)`` (ENAS ``src/cifar10/general_controller.py``).
+  ``skip_penalty`` is ENAS's skip-density penalty, a KL divergence towards a
+  target skip probability (``nas_jax.strategies.enas`` adds it to the loss).
 
 Anchors follow ENAS's micro controller: a *given* node (a cell's two inputs)
 gets one LSTM step on the learned start embedding ``g_emb`` (its attention
@@ -86,6 +94,19 @@ def check_token_kinds(kinds: TokenKinds, mask: np.ndarray, space_name: str) -> N
                      f"got {node.shape} and {target.shape}")
   if (node < 0).any() or (node >= kinds.num_nodes).any() or (np.diff(node) < 0).any():
     raise ValueError(f"{where}: node must be non-decreasing in 0..{kinds.num_nodes - 1}")
+  skip = None if kinds.skip is None else np.asarray(kinds.skip)
+  if skip is not None:
+    if skip.shape != (length,):
+      raise ValueError(f"{where}: skip must be int[{length}], got shape {skip.shape}")
+    on_off = np.zeros(vocab, bool)
+    on_off[1:3] = True
+    for t in np.flatnonzero(skip >= 0):
+      if (target[t] >= 0).any() or not (mask[t] == on_off).all():
+        raise ValueError(f"{where}: skip position {t} must allow exactly tokens 1 (off) and 2 (on) "
+                         "and name no input targets")
+      if skip[t] >= node[t]:
+        raise ValueError(f"{where}: skip position {t} (node {node[t]}) may only connect an earlier "
+                         f"node, got {skip[t]}")
   for t in range(length):
     row = target[t]
     if (row < 0).all():
@@ -110,6 +131,7 @@ class Controller:
     node: ``token_kinds().node`` as a tuple.
     target: ``token_kinds().target`` as nested tuples.
     num_nodes: ``token_kinds().num_nodes``.
+    skip: ``token_kinds().skip`` as a tuple, or () when the space has none.
     hidden_size: LSTM width (ENAS paper 100; authors' CIFAR code 64).
     num_layers: stacked LSTM layers (ENAS code 1).
     tanh_constant: ``c`` in ``c * tanh(logits)``, or None (no squashing).
@@ -120,6 +142,7 @@ class Controller:
   node: tuple[int, ...]
   target: tuple[tuple[int, ...], ...]
   num_nodes: int
+  skip: tuple[int, ...] = ()
   hidden_size: int = 64
   num_layers: int = 1
   tanh_constant: float | None = None
@@ -147,7 +170,8 @@ class Controller:
     return cls(mask=tuple(map(tuple, mask.tolist())),
                node=tuple(int(n) for n in kinds.node),
                target=tuple(map(tuple, np.asarray(kinds.target).tolist())),
-               num_nodes=int(kinds.num_nodes), **settings)
+               num_nodes=int(kinds.num_nodes),
+               skip=() if kinds.skip is None else tuple(int(v) for v in kinds.skip), **settings)
 
   def __post_init__(self):
     if self.hidden_size < 1 or self.num_layers < 1:
@@ -173,6 +197,33 @@ class Controller:
     """Whether any position chooses an earlier node (then anchors are built)."""
     return any(v >= 0 for row in self.target for v in row)
 
+  @property
+  def has_skips(self) -> bool:
+    """Whether any position is a skip position (decided at its node's anchor step)."""
+    return any(v >= 0 for v in self.skip)
+
+  @property
+  def has_anchors(self) -> bool:
+    """Whether the nodes get anchor states (pointer inputs or skip sets need them)."""
+    return self.has_inputs or self.has_skips
+
+  @functools.cached_property
+  def skip_table(self) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, sources)``, int32[num_nodes, S]: each node's skip positions
+    (padded with ``token_length``) and the earlier nodes they connect (padded
+    with ``num_nodes``); S >= 1 is the most skip positions of a node."""
+    rows = [[] for _ in range(self.num_nodes)]
+    for t, (n, j) in enumerate(zip(self.node, self.skip)):
+      if j >= 0:
+        rows[n].append((t, j))
+    width = max([1] + [len(r) for r in rows])
+    pos = np.full((self.num_nodes, width), self.token_length, np.int32)
+    src = np.full((self.num_nodes, width), self.num_nodes, np.int32)
+    for n, r in enumerate(rows):
+      for k, (t, j) in enumerate(r):
+        pos[n, k], src[n, k] = t, j
+    return pos, src
+
   @functools.cached_property
   def schedule(self) -> tuple[tuple[int, int, int], ...]:
     """The LSTM steps: ``(kind, position or -1, node)`` with kind GIVEN/OP/INPUT/ANCHOR.
@@ -184,10 +235,13 @@ class Controller:
       (54, ((0, -1, 0), (0, -1, 1), (2, 0, 2)), (3, -1, 2))
     """
     steps = []
-    inputs = self.has_inputs
+    inputs = self.has_anchors
+    skips = self.skip or (-1,) * self.token_length
     positions = {}
     for t, n in enumerate(self.node):
-      positions.setdefault(n, []).append(t)
+      positions.setdefault(n, [])
+      if skips[t] < 0:  # skip positions are decided by the node's anchor step
+        positions[n].append(t)
     for n in range(self.num_nodes):
       if n not in positions:
         if inputs:
@@ -227,7 +281,7 @@ def init_params(controller: Controller, key: jax.Array) -> Params:
 
   Returns:
     A dict: ``lstm_<i>``, ``g_emb``, ``embed``, ``soft`` and, where the space
-    has input positions, ``attn_1``, ``attn_2``, ``attn_v``.
+    has input or skip positions, ``attn_1``, ``attn_2``, ``attn_v``.
 
   Example:
     >>> from nas_jax.spaces import get_space
@@ -244,7 +298,7 @@ def init_params(controller: Controller, key: jax.Array) -> Params:
     params["g_emb"] = h
     params["embed"] = layers.embed.init(key, jnp.zeros((), jnp.int32))["params"]
     params["soft"] = layers.soft.init(key, h)["params"]
-    if c.has_inputs:
+    if c.has_anchors:
       for name in ("attn_1", "attn_2", "attn_v"):
         params[name] = getattr(layers, name).init(key, h)["params"]
     return params
@@ -287,6 +341,13 @@ def unroll(controller: Controller, params: Params, noise: jax.Array | None,
     the log-probability of each decision and the entropy of each decision's
     distribution.
   """
+  return _unroll(controller, params, noise, tokens)[:3]
+
+
+def _unroll(controller: Controller, params: Params, noise: jax.Array | None,
+            tokens: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
+  """``unroll`` plus, on spaces with skip positions, float[L] the probability
+  of "on" at each skip position (0 elsewhere; None without skip positions)."""
   c, layers = controller, _Layers(controller)
   if (noise is None) == (tokens is None):
     raise ValueError("unroll: give exactly one of noise (sample) and tokens (score)")
@@ -305,7 +366,7 @@ def unroll(controller: Controller, params: Params, noise: jax.Array | None,
   def apply(layer, name, *args):
     return layer.apply({"params": params[name]}, *args)
 
-  inputs = c.has_inputs
+  inputs, anchors, skips = c.has_inputs, c.has_anchors, c.has_skips
   op_const = None if c.tanh_constant is None else c.tanh_constant / c.op_tanh_reduce
 
   def op_logits(h, keys):
@@ -340,25 +401,61 @@ def unroll(controller: Controller, params: Params, noise: jax.Array | None,
            "logp": state["logp"].at[slot].set(logp[tok]),
            "ent": state["ent"].at[slot].set(-jnp.sum(jnp.exp(logp) * logp))}
     x_next = apply(layers.embed, "embed", tok)
-    if inputs:
+    if anchors:
       writes = (kind == GIVEN) | (kind == ANCHOR)
       node = jnp.where(writes, n, c.num_nodes)  # row `num_nodes` is scratch
       new["keys"] = state["keys"].at[node].set(apply(layers.attn_1, "attn_1", h))
       new["values"] = state["values"].at[node].set(jnp.where(kind == ANCHOR, h, 0.0))
       x_next = jnp.where(kind == INPUT, state["values"][target[t, tok]], x_next)
       x_next = jnp.where(writes, params["g_emb"], x_next)
+    if skips:
+      new, x_next = skip_step(state, new, x_next, kind, n, h)
     new["x"] = x_next
     return new, None
+
+  if skips:
+    skip_pos, skip_src = (jnp.asarray(a) for a in c.skip_table)
+    has_skip = jnp.asarray((c.skip_table[0] < length).any(axis=1))
+    on_off = (jnp.arange(vocab) == 1) | (jnp.arange(vocab) == 2)
+    pad_mask = jnp.concatenate([mask, on_off[None]], 0)  # padding rows: a harmless 2-way choice
+    pad_noise = jnp.concatenate([noise, jnp.zeros((1, vocab))], 0)
+    pad_forced = jnp.concatenate([forced, jnp.ones(1, jnp.int32)], 0)
+    on = (jnp.arange(vocab) == 2)[None, :]
+
+  def skip_step(state, new, x_next, kind, n, h):
+    # The anchor step of node n decides all of n's skip positions at once (ENAS's
+    # macro controller): sigmoid attention over the earlier nodes' anchors.
+    rows, srcs = skip_pos[n], skip_src[n]
+    query = apply(layers.attn_2, "attn_2", h)
+    q = apply(layers.attn_v, "attn_v", jnp.tanh(state["keys"][srcs] + query))[:, 0]
+    q = _shape_logits(c, q, c.tanh_constant)[:, None]  # odd shaping: (-q, q) -> (-q', q')
+    logp = masked_log_probs(jnp.where(on, q, -q), pad_mask[rows])
+    if tokens is None:
+      tok = jnp.argmax(logp + pad_noise[rows], axis=-1).astype(jnp.int32)
+    else:
+      tok = pad_forced[rows]
+    is_anchor = kind == ANCHOR
+    slots = jnp.where(is_anchor, rows, length)
+    new["tok"] = new["tok"].at[slots].set(tok)
+    new["logp"] = new["logp"].at[slots].set(jnp.take_along_axis(logp, tok[:, None], 1)[:, 0])
+    new["ent"] = new["ent"].at[slots].set(-jnp.sum(jnp.exp(logp) * logp, axis=-1))
+    new["p_on"] = state["p_on"].at[slots].set(jnp.exp(logp[:, 2]))
+    bits = ((tok == 2) & (rows < length)).astype(h.dtype)
+    mean = bits @ state["values"][srcs] / (1.0 + jnp.sum(bits))
+    return new, jnp.where(is_anchor & has_skip[n], mean, x_next)
 
   h0 = jnp.zeros(hidden)
   state = {"lstm": tuple((h0, h0) for _ in layers.lstm), "x": params["g_emb"],
            "tok": jnp.zeros(length + 1, jnp.int32), "logp": jnp.zeros(length + 1),
            "ent": jnp.zeros(length + 1)}
-  if inputs:
+  if anchors:
     state["keys"] = jnp.zeros((c.num_nodes + 1, hidden))
     state["values"] = jnp.zeros((c.num_nodes + 1, hidden))
+  if skips:
+    state["p_on"] = jnp.zeros(length + 1)
   state, _ = jax.lax.scan(step, state, (kinds, positions, nodes))
-  return state["tok"][:length], state["logp"][:length], state["ent"][:length]
+  p_on = state["p_on"][:length] if skips else None
+  return state["tok"][:length], state["logp"][:length], state["ent"][:length], p_on
 
 
 @functools.partial(jax.jit, static_argnames=("controller", "num_samples"))
@@ -400,3 +497,39 @@ def sequence_log_prob(controller: Controller, params: Params,
   """
   _, lp, ent = jax.vmap(lambda t: unroll(controller, params, None, t))(tokens)
   return lp.sum(-1), ent.sum(-1)
+
+
+@functools.partial(jax.jit, static_argnames=("controller",))
+def skip_penalty(controller: Controller, params: Params, tokens: jax.Array,
+                 target: float | jax.Array) -> jax.Array:
+  """ENAS's skip-density penalty of given token sequences, float[N].
+
+  For each node with skip positions, the sum over its positions of
+  ``KL(Bernoulli(p) || Bernoulli(target))``, ``p`` the controller's
+  probability of "on" there given the sequence so far; then the mean over
+  those nodes (ENAS ``general_controller.py``: ``skip_penaltys``, averaged
+  over the layers). Difference: ENAS takes ``p = sigmoid(q')`` of the shaped
+  logit ``q'`` while it samples with ``softmax(-q', q')``, i.e.
+  ``sigmoid(2 q')``; here ``p`` is the probability the bit is sampled with.
+
+  Args:
+    controller: a controller with skip positions (static).
+    params: its parameters.
+    tokens: int32[N, L] valid token sequences.
+    target: the target skip probability rho in (0, 1) (ENAS macro: 0.4).
+
+  Returns:
+    The penalty of each sequence (0 where the space has no skip positions).
+  """
+  if not controller.has_skips:
+    return jnp.zeros(tokens.shape[0])
+  p = jax.vmap(lambda t: _unroll(controller, params, None, t)[3])(tokens)
+  is_skip = np.asarray(controller.skip) >= 0
+  eps = 1e-7
+  p = jnp.clip(p, eps, 1.0 - eps)
+  kl = p * jnp.log(p / target) + (1.0 - p) * jnp.log((1.0 - p) / (1.0 - target))
+  node_of = np.zeros((controller.token_length, controller.num_nodes), np.float32)
+  node_of[np.flatnonzero(is_skip), np.asarray(controller.node)[is_skip]] = 1.0
+  per_node = jnp.where(is_skip, kl, 0.0) @ node_of  # [N, num_nodes]
+  counted = node_of.any(axis=0)
+  return jnp.sum(per_node * counted, axis=-1) / counted.sum()

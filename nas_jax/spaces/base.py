@@ -42,10 +42,17 @@ class TokenKinds(NamedTuple):
       designates (an earlier node; -1 where ``token_mask()`` forbids ``v``);
       all -1 on the other positions.
     num_nodes: the number of nodes, given ones included.
+    skip: optional int32[L]: on a *skip position* (a yes/no connection from
+      an earlier node, ENAS's macro space) the earlier node it connects,
+      -1 elsewhere; token 1 is "off" and 2 "on" there. The controller decides
+      a node's skip positions together, after the node's other positions, one
+      sigmoid each from attention over the earlier nodes' anchors. None: no
+      skip positions.
   """
   node: np.ndarray
   target: np.ndarray
   num_nodes: int
+  skip: np.ndarray | None = None
 
 
 def cell_token_kinds(mask: np.ndarray, num_cells: int, num_nodes: int,

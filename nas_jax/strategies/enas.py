@@ -11,6 +11,7 @@ into one REINFORCE step, as the authors' trainer does
                  (per told architecture, in order; bias-corrected, see below)
     advantage_i = reward_i - baseline (after the update with reward_i)
     loss       = -mean_i log p(arch_i) * advantage_i
+                 + skip_weight * mean_i KL(p_skip(arch_i) || skip_target)   (macro only)
     params    <- Adam(loss)
 
 ``H_i`` is the summed entropy of the controller's decisions for ``arch_i``.
@@ -27,7 +28,11 @@ preset. ``cifar_micro`` (``nasnet``, ``darts`` and the defaults;
 0.0035, entropy weight 1e-4, ``tanh_constant`` 1.10 with ``op_tanh_reduce``
 2.5, no temperature, 10 samples per step (``--controller_num_aggregate``),
 hidden size 64 (the paper says 100), reward = accuracy / 100 (ENAS's reward
-is a fraction; strategies here are told %). ``ptb`` (``rnn``;
+is a fraction; strategies here are told %). ``cifar_macro`` (``macro``;
+``scripts/cifar10_macro_search.sh``, ``general_controller.py``): learning
+rate 0.001, ``tanh_constant`` 1.5 on every decision, 20 samples per step,
+and the skip-density penalty (``predictors.controller.skip_penalty``) with
+target 0.4 and weight 0.8, off (weight 0) in the other presets. ``ptb`` (``rnn``;
 ``scripts/ptb_search.sh``): learning rate 0.001, entropy weight 1e-3,
 ``tanh_constant`` 2.5, temperature 5.0, hidden size 100, reward = the told
 score (already ENAS's ``80 / valid_ppl``). ``nb201`` (the tabular harness):
@@ -110,10 +115,10 @@ def _update(controller: ctl.Controller, space: SearchSpace, hyper: jax.Array, st
   """One controller step on a padded batch; returns (new state, loss).
 
   ``hyper`` = [learning_rate, baseline_decay, entropy_weight, reward_scale,
-  adam_eps, baseline_bias_correction] (traced, so one compilation serves
-  every setting).
+  adam_eps, baseline_bias_correction, skip_target, skip_weight] (traced, so
+  one compilation serves every setting).
   """
-  lr, decay, ent_w, scale, eps, correct = (hyper[i] for i in range(6))
+  lr, decay, ent_w, scale, eps, correct, rho, skip_w = (hyper[i] for i in range(8))
   tokens = jax.vmap(space.to_tokens)(archs).astype(jnp.int32)
   params = state["params"]
   _, entropy = ctl.sequence_log_prob(controller, params, tokens)
@@ -130,8 +135,15 @@ def _update(controller: ctl.Controller, space: SearchSpace, hyper: jax.Array, st
   (num, den), advantage = jax.lax.scan(
       baseline_step, (state["baseline_num"], state["baseline_den"]), (reward, valid))
   weight = valid.astype(jnp.float32)
-  loss, grads = jax.value_and_grad(
-      lambda p: reinforce_loss(controller, p, tokens, advantage, weight))(params)
+
+  def loss_fn(p):
+    loss = reinforce_loss(controller, p, tokens, advantage, weight)
+    if controller.has_skips:  # ENAS macro: + skip_weight * KL(p_skip || skip_target)
+      penalty = ctl.skip_penalty(controller, p, tokens, rho)
+      loss = loss + skip_w * jnp.sum(penalty * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+    return loss
+
+  loss, grads = jax.value_and_grad(loss_fn)(params)
   # Adam as TensorFlow writes it (ENAS get_train_ops: beta1 = 0, epsilon = 1e-3):
   # step = lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps); b1 = 0 makes m = g.
   t = state["step"] + 1
@@ -159,6 +171,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "temperature": None,        # main.py --controller_temperature default None
         "batch_size": 10,           # --controller_num_aggregate=10
         "reward_scale": 0.01,       # told accuracy in % -> ENAS's reward, a fraction
+    },
+    # scripts/cifar10_macro_search.sh and src/cifar10/main.py (the macro space,
+    # src/cifar10/general_controller.py).
+    "cifar_macro": {
+        "hidden_size": 64,          # main.py lstm_size=64
+        "num_layers": 1,            # main.py lstm_num_layers=1
+        "learning_rate": 0.001,     # --controller_lr=0.001
+        "entropy_weight": 1e-4,     # --controller_entropy_weight=0.0001
+        "tanh_constant": 1.5,       # --controller_tanh_constant=1.5
+        "op_tanh_reduce": 1.0,      # the script passes 2.5, but GeneralController has no such
+                                    # argument (swallowed by **kwargs): ops use the full 1.5
+        "temperature": None,        # main.py --controller_temperature default None
+        "batch_size": 20,           # --controller_num_aggregate=20
+        "reward_scale": 0.01,       # told accuracy in % -> ENAS's reward, a fraction
+        "skip_target": 0.4,         # --controller_skip_target=0.4
+        "skip_weight": 0.8,         # --controller_skip_weight=0.8
     },
     # scripts/ptb_search.sh and src/ptb/main.py (the recurrent cell space).
     "ptb": {
@@ -199,7 +227,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 #: The preset ``"auto"`` picks per space (others: ``cifar_micro``).
 SPACE_PRESETS = {"nasnet": "cifar_micro", "darts": "cifar_micro", "rnn": "ptb",
-                 "nb201": "nb201"}
+                 "nb201": "nb201", "macro": "cifar_macro"}
 
 
 class ENAS(Strategy):
@@ -211,8 +239,9 @@ class ENAS(Strategy):
       ``baseline_decay``, ``baseline_bias_correction``, ``entropy_weight``,
       ``tanh_constant``, ``op_tanh_reduce``, ``temperature`` (None: off),
       ``batch_size`` (architectures per ask and per controller step),
-      ``reward_scale`` (score -> reward), ``adam_eps``. Defaults: see the
-      module docstring.
+      ``reward_scale`` (score -> reward), ``adam_eps``, ``skip_target`` and
+      ``skip_weight`` (the macro space's skip-density penalty; weight 0 is
+      off). Defaults: see the module docstring.
 
   Example:
     >>> from nas_jax.spaces import get_space
@@ -232,7 +261,12 @@ class ENAS(Strategy):
     return {"preset": "auto", **PRESETS["cifar_micro"],
             "baseline_decay": 0.99,     # ENAS main.py --controller_bl_dec 0.99 (every script)
             "baseline_bias_correction": True,  # this library's choice (module docstring)
-            "adam_eps": 1e-3}           # ENAS src/utils.py AdamOptimizer(beta1=0.0, epsilon=1e-3)
+            "adam_eps": 1e-3,           # ENAS src/utils.py AdamOptimizer(beta1=0.0, epsilon=1e-3)
+            # The skip-density penalty skip_weight * KL(p_skip || skip_target) of spaces with
+            # skip positions (macro); off elsewhere (ENAS main.py --controller_skip_weight
+            # default 0.0; --controller_skip_target default 0.8, the macro preset's 0.4).
+            "skip_target": 0.4,
+            "skip_weight": 0.0}
 
   def __init__(self, space: SearchSpace, config: dict[str, Any] | None = None):
     super().__init__(space, config)
@@ -251,6 +285,8 @@ class ENAS(Strategy):
     self.entropy_weight = check_float(cfg, "entropy_weight", name, 0.0, 1e3)
     self.reward_scale = check_float(cfg, "reward_scale", name, 0.0, 1e6, low_open=True)
     self.adam_eps = check_float(cfg, "adam_eps", name, 0.0, 1.0, low_open=True)
+    self.skip_target = check_float(cfg, "skip_target", name, 0.0, 1.0, low_open=True, high_open=True)
+    self.skip_weight = check_float(cfg, "skip_weight", name, 0.0, 1e6)
     self.batch_size = check_int(cfg, "batch_size", name, 1)
     if not isinstance(cfg["baseline_bias_correction"], bool):
       raise ValueError(f"{name} setting baseline_bias_correction="
@@ -269,7 +305,8 @@ class ENAS(Strategy):
     self.controller = ctl.Controller.for_space(space, **settings)
     self._hyper = np.asarray([self.learning_rate, self.baseline_decay, self.entropy_weight,
                               self.reward_scale, self.adam_eps,
-                              float(cfg["baseline_bias_correction"])], np.float32)
+                              float(cfg["baseline_bias_correction"]), self.skip_target,
+                              self.skip_weight], np.float32)
 
   def init(self, key: jax.Array) -> State:
     """State: controller ``params``, Adam ``adam_v``, ``step``, baseline ``num``/``den``, count."""

@@ -1,0 +1,82 @@
+"""The ``macro`` networks: supernet == child with shared weights, one compilation, costs."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nas_jax import cost, networks
+from nas_jax.networks import macro
+from nas_jax.networks.base import NetworkFamily, WeightSharing
+from nas_jax.spaces.macro import MacroSpace
+
+SPACE = MacroSpace(3)  # pools after layers 0 and 1 (ENAS pool_layers for L = 3)
+CFG = macro.MacroConfig(num_classes=5, init_channels=4, num_layers=3)
+ARCHS = [[0, 4, 1, 3, 0, 1],   # conv3, avg (+stem), sep5 (+layer0)
+         [5, 1, 0, 2, 1, 1],   # max, sep3, conv5 (+stem +layer0)
+         [2, 5, 1, 4, 1, 0]]
+
+
+@pytest.fixture(scope="module")
+def supernet():
+  params, stats = macro.init_supernet(jax.random.key(0), CFG, (8, 8, 1))
+  # non-trivial running statistics, so that eval mode checks them too
+  stats = jax.tree.map(lambda v: v + 0.1 * jax.random.uniform(jax.random.key(1), v.shape), stats)
+  x = jax.random.normal(jax.random.key(2), (6, 8, 8, 1))
+  return params, stats, x
+
+
+def test_family_registered():
+  fam = networks.family("macro")
+  assert isinstance(fam, NetworkFamily) and isinstance(fam.supernet, WeightSharing)
+  assert fam.tasks == ("images",) and fam.continuous is None
+  cfg = fam.supernet.config(num_classes=3, init_channels=8, layers=5, num_nodes=5)  # as the evaluator calls it
+  assert cfg.num_layers == 12 and cfg.double_channels is False  # ENAS search: C constant
+  with pytest.raises(ValueError, match="even"):
+    fam.supernet.config(init_channels=5)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_supernet_equals_child_with_shared_weights(supernet, train):
+  params, stats, x = supernet
+  apply = jax.jit(lambda a: macro.supernet_apply(params, stats, a, x, config=CFG, train=train)[0])
+  for arch in ARCHS:
+    want = apply(jnp.asarray(arch))
+    model = macro.build_child(SPACE, arch, num_classes=5, init_channels=4, double_channels=False)
+    variables = macro.child_variables_from_supernet(arch, params, stats, CFG)
+    got = model.apply(variables, x, train=train, mutable=["batch_stats"])[0][0] if train else \
+        model.apply(variables, x, train=False)[0]
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  assert apply._cache_size() == 1  # one compilation for every architecture
+  # the architecture matters: different archs give different logits
+  assert float(jnp.abs(apply(jnp.asarray(ARCHS[0])) - apply(jnp.asarray(ARCHS[1]))).max()) > 1e-3
+
+
+def test_gradients_finite_and_only_chosen_branches_trained(supernet):
+  params, stats, x = supernet
+  y = jnp.arange(6) % 5
+
+  def loss(p, a):
+    logits, _ = macro.supernet_apply(p, stats, a, x, config=CFG, train=True)
+    return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(6), y])
+
+  grads = jax.jit(jax.grad(loss))(params, jnp.asarray(ARCHS[0]))
+  assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+  norm = lambda t: sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(t))
+  assert norm(grads["layer_0"]["b0"]) > 0 and norm(grads["layer_2"]["b3"]) > 0
+  assert norm(grads["layer_0"]["b1"]) == 0 and norm(grads["layer_2"]["b0"]) == 0  # not chosen
+
+
+def test_closed_form_cost_equals_traced_count():
+  for arch in ARCHS:
+    for double in (True, False):
+      got = macro.child_cost(arch, num_classes=5, init_channels=4, double_channels=double, input_shape=(8, 8, 1))
+      want = cost.count_cost(SPACE, arch, num_classes=5, init_channels=4, double_channels=double,
+                             input_shape=(8, 8, 1))
+      assert got == want, (arch, double)
+
+
+def test_child_reduces_only_what_is_read_and_checks_shapes():
+  assert macro.needed_reductions([0, 0, 0, 0, 0, 0], CFG) == {0: [1], 1: [2]}
+  assert macro.needed_reductions([0, 0, 1, 0, 1, 0], CFG) == {0: [0, 1], 1: [0, 2]}
+  with pytest.raises(ValueError, match="num_layers=3"):
+    macro.supernet_apply({}, {}, jnp.zeros(10, jnp.int32), jnp.zeros((1, 8, 8, 1)), config=CFG, train=False)
