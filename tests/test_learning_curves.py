@@ -149,7 +149,7 @@ def test_stopping_rule_on_a_hand_computed_case(delta, stops):
 
 def test_callback_stops_records_and_learns_online():
   stopper = lc.EarlyStopper(higher_is_better=False, epochs=6, metric="valid_loss", model="ols",
-                            min_curves=4, refit_every=2, cv=2, min_epoch=2)
+                            min_curves=4, refit_every=2, cv=2, min_epoch=2, delta=0.05)
   curves, _ = _loss_curves(8, epochs=6)
   for i in range(4):  # complete runs: the callback records them; the 4th fits the regressor
     cb = stopper.callback({"w": 1.0}, arch_id=f"full{i}")
