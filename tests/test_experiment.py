@@ -205,7 +205,7 @@ def test_non_finite_scores_are_counted_and_told_as_failures(table, tmp_path):
     ({"budget": 2.5}, "budget must be a positive integer"),
     ({"seed": -1}, "seed must be a non-negative integer"),
     ({"seed": True}, "seed must be a non-negative integer"),
-    ({"space": "dartz"}, r"unknown space 'dartz'; choose one of \['darts', 'nasnet', 'nb201', "
+    ({"space": "dartz"}, r"unknown space 'dartz'; choose one of \['darts', 'macro', 'nasnet', 'nb201', "
                          r"'petridish', 'petridish_cell', 'rnn'\]"),
     ({"strategy": {"name": "bogus"}}, "unknown strategy 'bogus'; choose one of"),
     ({"evaluator": {"name": "oracle"}}, "unknown evaluator 'oracle'; choose 'auto' or one of"),
