@@ -373,14 +373,14 @@ def test_vgg_small_shapes_and_weight_count():
   n_weights = sum(int(np.prod(p["w"].shape)) for p in params.values())
   full = {k: np.ones(n) for k, n in units.items()}
   assert sum(bc.kept_weights(full, (32, 32, 3), 10, "vgg_small").values()) == n_weights
-  assert params["fc1"]["w"].shape == (4 * 4 * 128, 256)  # three pools: 32 -> 4
-  keep = {**full, "conv6": np.arange(128) < 32}  # a quarter of the last conv's filters
+  assert params["fc1"]["w"].shape == (4 * 4 * 64, 128) and n_weights == 204208  # three pools: 32 -> 4
+  keep = {**full, "conv6": np.arange(64) < 16}  # a quarter of the last conv's filters
   kept = bc.kept_weights(keep, (32, 32, 3), 10, "vgg_small")
-  assert kept["conv6"] == 9 * 128 * 32 and kept["fc1"] == 16 * 32 * 256
+  assert kept["conv6"] == 9 * 64 * 16 and kept["fc1"] == 16 * 16 * 128
   x = jnp.ones((2, 32, 32, 3))
   on = {k: jnp.ones(n) for k, n in units.items()}
   assert bc.apply_model("vgg_small", params, on, x).shape == (2, 10)
-  off = {**on, "fc1": jnp.zeros(256)}
+  off = {**on, "fc1": jnp.zeros(128)}
   np.testing.assert_allclose(np.asarray(bc.apply_model("vgg_small", params, off, x)), np.zeros((2, 10)), atol=1e-6)
   with pytest.raises(ValueError, match="unknown model 'vgg99'"):
     bc.model_units("vgg99")

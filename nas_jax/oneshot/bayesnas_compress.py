@@ -57,12 +57,13 @@ MODELS = {
     "lenet5": (("conv1", "conv", 6, 5, True), ("conv2", "conv", 16, 5, True), ("fc1", "fc", 120, 0, False),
                ("fc2", "fc", 84, 0, False), ("fc3", "fc", None, 0, False)),
     # A small VGG (Simonyan & Zisserman 2015: 3x3 convolutions in pairs, max pools between stages) for
-    # 32x32 CIFAR-10: 2 x 32, 2 x 64, 2 x 128 channels, a 256 hidden layer. The paper compresses VGG-16;
-    # this is its CPU-sized shape (no batch norm: the switches act on plain ReLU units, as in LeNet-5).
-    "vgg_small": (("conv1", "conv", 32, 3, False), ("conv2", "conv", 32, 3, True),
-                  ("conv3", "conv", 64, 3, False), ("conv4", "conv", 64, 3, True),
-                  ("conv5", "conv", 128, 3, False), ("conv6", "conv", 128, 3, True),
-                  ("fc1", "fc", 256, 0, False), ("fc2", "fc", None, 0, False)),
+    # 32x32 CIFAR-10: 2 x 16, 2 x 32, 2 x 64 channels, a 128 hidden layer (204,208 weights, 10.0 M
+    # multiply-adds per image). The paper compresses VGG-16; this is a CPU-sized shape of it (no batch
+    # norm: the switches act on plain ReLU units, as in LeNet-5).
+    "vgg_small": (("conv1", "conv", 16, 3, False), ("conv2", "conv", 16, 3, True),
+                  ("conv3", "conv", 32, 3, False), ("conv4", "conv", 32, 3, True),
+                  ("conv5", "conv", 64, 3, False), ("conv6", "conv", 64, 3, True),
+                  ("fc1", "fc", 128, 0, False), ("fc2", "fc", None, 0, False)),
 }
 UNITS = {layer[0]: layer[2] for layer in MODELS["lenet5"][:-1]}  # LeNet-5's switched layers and their units
 
