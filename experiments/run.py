@@ -165,7 +165,7 @@ def make_parser() -> argparse.ArgumentParser:
   p = OneLineErrorParser(description=__doc__.split("\n\n")[0],
               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   p.add_argument("--strategy", help="search strategy (registry name), e.g. random, nao")
-  p.add_argument("--space", help="search space: nasnet, nb201, darts or rnn")
+  p.add_argument("--space", help="search space: nasnet, nb201, darts, macro or rnn")
   p.add_argument("--dataset", help="digits, cifar10, cifar100, a tfds name, imagefolder:PATH, or "
                  "ptb (Penn Treebank: --data-dir or $NAS_JAX_PTB_DIR)")
   p.add_argument("--evaluator", help="auto, tabular, scratch or supernet")
