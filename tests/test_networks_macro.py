@@ -87,3 +87,17 @@ def test_child_reduces_only_what_is_read_and_checks_shapes():
   assert macro.needed_reductions([0, 0, 1, 0, 1, 0], CFG) == {0: [0, 1], 1: [0, 2]}
   with pytest.raises(ValueError, match="num_layers=3"):
     macro.supernet_apply({}, {}, jnp.zeros(10, jnp.int32), jnp.zeros((1, 8, 8, 1)), config=CFG, train=False)
+
+
+@pytest.mark.slow  # compiles the 12-layer supernet (about 2 minutes of a loaded 2-core CPU)
+def test_supernet_evaluator_drives_the_registered_space_unchanged():
+  from nas_jax import registry
+  from nas_jax.evaluators.supernet import SupernetEvaluator
+  space = registry.get_space("macro")
+  evaluator = SupernetEvaluator(space, {"dataset": "digits", "train_size": 96, "batch_size": 32, "init_channels": 4,
+                                        "steps_per_round": 3, "eval_batch_size": 64})
+  state = evaluator.init(jax.random.key(0))
+  archs = np.asarray(jax.vmap(space.sample)(jax.random.split(jax.random.key(1), 3)))
+  result, state = evaluator.evaluate(state, archs, jax.random.key(2))
+  assert result.scores.shape == (3,) and np.isfinite(result.scores).all()
+  assert int(state["net"]["step"]) == 3
