@@ -10,6 +10,16 @@ whatever the architecture; the child computes only those it reads
 (``common.needed_reductions``), and ``child.child_variables_from_supernet``
 gives a child that computes exactly the supernet's function.
 
+Measured (2-core CPU shared with other jobs, load 12-20; 12 layers, C = 16,
+batch 64 of 8x8 digits; cold XLA cache): the train step compiles in 51 s of
+CPU (120-133 s wall) and then takes 0.33-0.53 s; scoring 12 architectures on
+200 images takes 0.4 s after a 11-22 s compile. Alternatives measured in the
+same run: XLA convolutions inside the switch (``ops.branch_conv_impl`` "lax")
+44 s CPU to compile, 0.56-0.57 s per step; every branch computed and the
+chosen one kept by a one-hot sum (no conditional) 61 s CPU, 0.33-0.46 s per
+step, scoring 5x slower (2.0 s). The switch with the library's CPU tap
+convolutions was kept.
+
 Example:
     >>> cfg = MacroConfig(num_classes=10, init_channels=4, num_layers=3)
     >>> params, stats = init_supernet(jax.random.key(0), cfg, (8, 8, 1))
