@@ -7,25 +7,49 @@
 Every candidate is an NAS-Bench-201 cell trained from scratch on the embedded 8x8
 digits for 10 epochs (the issue's 20-architecture search); ``early_stop`` holds the
 settings ``--early-stop`` turns on (``nas_jax.predictors.learning_curves.EarlyStopper``).
-The final training is off: the measurement compares searches (epochs trained, best
-architecture found).
+The final training is off:
+the measurement compares searches (epochs trained, best architecture found).
+
+Measured (seed 0, 2 shared CPU cores at load 7-15, ``uptime``; the early-stopping runs
+reused the reference run's XLA compile cache, so compare epochs, not wall times):
+
+| validation images | run | epochs | best search score (arch) | wall / CPU user |
+| --- | --- | --- | --- | --- |
+| 144 (default tenth) | reference | 200 | 97.92 (3.4.4.1.0.3) | 50:43 / 441 s (cold cache) |
+| 144 | --early-stop (hyperband, predicted) | 81 (2.47x) | 97.22 (-0.69: one image) | 30:09 / 226 s |
+| 360 (this file) | reference | 200 | 96.94 (3.4.4.1.0.3) | 25:56 / 133 s |
+| 360 | --early-stop (hyperband, predicted) | 118 (1.69x) | 96.94 (the same) | 23:20 / 114 s |
+
+So neither run meets the issue's target (2x fewer epochs and the best within 0.5 points)
+on both counts. Replaying the 360-image reference curves through other rules (the runs
+are deterministic, so a replay gives the live run's decisions; chosen after seeing these
+curves, so not an out-of-sample result): Baker's probability rule 1.00-1.05x (20 runs
+are too few: it needs min_curves complete runs first); Hyperband ranked by the values at
+the rungs 2.04x, the same best; successive halving (``rule: "sha"``) with predictions
+3.03x, the same best. On the 144-image curves every Hyperband / SHA variant lost the best
+run by one image (2.2-3.1x).
 """
 
 
 def get_config():
   return {
       "space": "nb201",
+      # A quarter of the training images held out for validation (360): one image is 0.28
+      # points of accuracy. With the default tenth (144 images, 0.69 points each) the issue's
+      # 0.5-point criterion is finer than the metric, and curves cross by chance.
+      "data": {"valid_fraction": 0.25},
       "budget": 20,  # the issue: a 20-architecture random search
       "strategy": {"name": "random", "batch_size": 1},
       "evaluator": {"name": "scratch", "scratch": {
           # 10 epochs: long enough for a curve to extrapolate (Baker et al. stop after a
           # fraction of the epochs); C = 8 and 1 cell per stage keep a run to seconds on CPU.
           "epochs": 10, "init_channels": 8, "layers": 1, "batch_size": 64, "lr": 0.05,
-          # Settings that apply once --early-stop turns stopping on (delta: the library's
-          # default). min_curves 5: the regressor is fitted on the first 5 completed runs (a
-          # quarter of the search; Baker et al. fit theirs on the first 100 of a search) and
-          # refitted after every 5 more (refit_every, the library's default).
-          "early_stop_settings": {"min_curves": 5},
+          # Settings that apply once --early-stop turns stopping on: Hyperband's successive-
+          # halving rungs (eta = 3, Li et al. 2017; R = 10 epochs: rungs at 1 and 3 epochs),
+          # runs ranked by predicted final accuracy (Baker et al. 2018) once min_curves runs
+          # completed (3: the fewest 3-fold cross-validation can fit on; Baker et al. fit on
+          # the first 100 of a search of 1000, more than a 20-run search has).
+          "early_stop_settings": {"rule": "hyperband", "eta": 3, "min_curves": 3},
       }},
       "final": {"epochs": 0},
   }
