@@ -32,6 +32,15 @@ whenever a run reaches the rung; before a model exists, and with
 Defaults: ``eta = 3`` (Li et al. 2017 and 2020); ``R`` = the runs' epochs;
 the smallest rung 1 epoch.
 
+Measured (``benchmarks/lce.py``: random searches over 142 held-out NAS-Bench-NLP
+curves of 50 epochs, the predictor fitted on 100 others, 5 splits x 10 orders):
+Hyperband 3.35x fewer epochs with predicted ranking (regret 0.04 % of the best
+final validation loss) and 3.36x with the values at the rungs (regret 0);
+successive halving 7.65x (0.55 %) and 7.53x (0). On those curves the value at
+a rung already ranks well and the predictor adds nothing. On digits (20 runs
+of 10 epochs, ``experiments/configs/lce_digits.py``) Hyperband with predictions
+trained 1.69x fewer epochs and found the same best architecture.
+
 Example:
     Loss curves whose level shows from the first epoch; the 2nd and 3rd runs are
     worse than the 1st at epoch 1 (the lowest rung) and stop there:
