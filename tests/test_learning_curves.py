@@ -378,3 +378,12 @@ def test_replay_rebuilds_the_schedule_of_a_resumed_search():
   # The next run meets the same schedule.
   decide = lambda s: [s.callback()(e, {"valid_loss": float(curves[7, e - 1])}) for e in range(1, 10)]
   assert decide(resumed) == decide(live)
+
+
+def test_benchmark_r2_only(tmp_path):
+  curves, _ = _loss_curves(24, epochs=10, seed=7)
+  zpath = _write_zip(tmp_path / "tiny.zip", {f"run{i:02d}.json": _log(i, 10, curve=c.tolist())
+                                             for i, c in enumerate(curves)})
+  result = lce.run(str(zpath), n_fit=12, splits=1, orders=0, n_search=2, regressors=("ols",))
+  assert result["r2"]["ols"]["0.5"] > 0.5 and math.isnan(result["speedup"])
+  assert all(math.isnan(r["speedup"]) for r in result["hyperband"].values())

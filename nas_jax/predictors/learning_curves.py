@@ -30,6 +30,8 @@ so far is below ``delta`` (``prob_beats``). ``higher_is_better`` says which way
 ``(epoch, entry) -> reason | None``; the reason holds the predicted final value
 (``EarlyStopper.make_callbacks()`` is a ``ScratchEvaluator`` ``make_callbacks``).
 ``simulate_early_stopping`` replays a random search over recorded curves.
+Hyperband / successive halving with rungs ranked by these predictions is
+``nas_jax.predictors.hyperband``.
 
 Example:
     Curves that decay to a level set by one architecture number:
