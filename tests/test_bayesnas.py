@@ -410,3 +410,14 @@ def test_run_py_bayesnas_compress(tmp_path, capsys, monkeypatch):
   assert report["config"]["model"] == "lenet5" and len(report["curve"]) == 2
   assert report["weights_total"] == 21150 and (work / "sparsity.png").is_file()
   assert "lenet5 on digits" in capsys.readouterr().out
+
+
+def test_compress_train_size_draws_every_class_from_class_sorted_data():
+  from nas_jax.oneshot import bayesnas_compress as bc  # pylint: disable=import-outside-toplevel
+  # image folders are sorted by class: a prefix of 5,000 CIFAR-10 images holds one class
+  y = np.repeat(np.arange(10), 500)
+  x = np.arange(len(y))
+  xs, ys = bc.train_subset(x, y, 500, seed=0)
+  assert len(ys) == 500 and len(np.unique(ys)) == 10 and np.all(np.diff(xs) > 0)
+  assert np.array_equal(y[xs], ys)
+  assert np.array_equal(bc.train_subset(x, y, 500, seed=0)[0], xs)  # fixed by the seed

@@ -107,3 +107,15 @@ def test_cosine_restarts_schedule_values():
   off = ENASOneShot(registry.get_space("nb201"), {**TINY, "restart_epochs": None},
                     data=nas_jax.data.load_dataset("digits", train_size=128, valid_fraction=0.25))
   assert off.evaluator.config["lr_restart_rounds"] is None
+
+
+@pytest.mark.parametrize("space_name, preset", [("macro", "cifar_macro"), ("nb201", "cifar_micro")])
+def test_controller_preset_follows_the_space(data, space_name, preset):
+  # macro gets ENAS's macro search settings (with the skip-density penalty); an explicit preset wins
+  method = ENASOneShot(registry.get_space(space_name), {**TINY, "controller": {}}, data=data)
+  assert method.config["controller"]["preset"] == preset
+  assert method.strategy.config["preset"] == preset
+  if space_name == "macro":
+    assert method.strategy.config["skip_weight"] == 0.8 and method.strategy.config["skip_target"] == 0.4
+  chosen = ENASOneShot(registry.get_space(space_name), {**TINY, "controller": {"preset": "nb201"}}, data=data)
+  assert chosen.strategy.config["preset"] == "nb201"

@@ -37,7 +37,8 @@ Defaults and sources: ``controller_steps`` 30 (CIFAR micro,
 ``--controller_train_steps=30``; PTB: 100 per epoch, ``ptb_search.sh``),
 ``derive_samples`` 10 (``main.py`` prints 10 sampled architectures with their
 reward after each epoch), the controller's settings the strategy's presets
-(``nas_jax.strategies.enas``: ``cifar_micro`` on images, ``ptb`` on ``rnn``).
+(``nas_jax.strategies.enas``: ``cifar_micro`` on images, ``cifar_macro`` on
+``macro`` (with its skip-density penalty), ``ptb`` on ``rnn``).
 ``child_steps`` is CPU-sized (ENAS: one pass over the data per round, ~280
 steps on CIFAR-10, ~1,300 windows on PTB at batch 20).
 
@@ -107,6 +108,13 @@ def uses_language_model(space) -> bool:
   return "language_model" in (networks.served_tasks(space.name) or ())
 
 
+#: The controller preset per space (``nas_jax.strategies.enas.PRESETS``); others get
+#: ``cifar_micro``. ``nb201`` keeps ``cifar_micro`` here: its own preset is shaped for the
+#: tabular harness (reward in %, one update per architecture), while ENAS proper on
+#: nb201 is ENAS's CIFAR search with shared weights.
+ONESHOT_PRESETS = {"rnn": "ptb", "macro": "cifar_macro"}
+
+
 class ENASOneShot(OneShotMethod):
   """ENAS: controller steps alternating with shared-weight training (``enas_oneshot``).
 
@@ -117,8 +125,8 @@ class ENASOneShot(OneShotMethod):
       ``steps_per_epoch``, ``child_steps``, ``controller_steps``,
       ``derive_samples``, ``restart_epochs`` / ``restart_mult`` (image
       spaces: ENAS's cosine restarts, None: one cosine), ``controller``
-      (ENAS strategy settings; preset ``cifar_micro`` on images, ``ptb`` on
-      ``rnn``) and ``supernet`` (``SupernetEvaluator`` or
+      (ENAS strategy settings; preset ``cifar_micro`` on images,
+      ``cifar_macro`` on ``macro``, ``ptb`` on ``rnn``) and ``supernet`` (``SupernetEvaluator`` or
       ``LMSupernetEvaluator`` settings; their schedule fields are set from
       the others).
     data: the task's data (loaded by the runner).
@@ -149,7 +157,7 @@ class ENASOneShot(OneShotMethod):
     if self.language_model and config.get("restart_epochs") is not None:
       raise ValueError("enas_oneshot restart_epochs applies to image spaces; the language model "
                        "follows ENAS's PTB decay (supernet.lr_decay_start / lr_decay_rate)")
-    config["controller"] = {"preset": "ptb" if self.language_model else "cifar_micro",
+    config["controller"] = {"preset": ONESHOT_PRESETS.get(space.name, "cifar_micro"),
                             **config.get("controller", {})}
     super().__init__(space, config, data=data)
     cfg = self.config
