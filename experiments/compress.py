@@ -44,7 +44,7 @@ def main(argv=None, prog: str | None = None) -> dict:
     overrides[field.strip()] = parse_value(value.strip())
   try:
     data = nas_jax.data.load_dataset(args.dataset)
-    report = bc.compress(data, overrides)
+    report = bc.compress(data, overrides, log=lambda line: print(line, flush=True))
   except (ValueError, OSError) as e:  # bad settings, a dataset that cannot be read
     p.exit(2, f"{p.prog}: error: {e}\n")
   out = pathlib.Path(args.workdir or f"runs/compress-{args.model}")

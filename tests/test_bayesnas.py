@@ -409,7 +409,9 @@ def test_run_py_bayesnas_compress(tmp_path, capsys, monkeypatch):
   report = json.loads((work / "report.json").read_text())
   assert report["config"]["model"] == "lenet5" and len(report["curve"]) == 2
   assert report["weights_total"] == 21150 and (work / "sparsity.png").is_file()
-  assert "lenet5 on digits" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "lenet5 on digits" in out and "dense lenet5: test acc" in out  # progress, one line per phase
+  assert "outer iteration 2: " in out and "after 1 fine-tuning epochs" in out
 
 
 def test_compress_train_size_draws_every_class_from_class_sorted_data():

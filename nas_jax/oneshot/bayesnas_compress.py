@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import jax
@@ -217,12 +218,15 @@ def _normalise(ds, x):
   return (x.astype(np.float32) / 255.0 - ds.mean) / ds.std
 
 
-def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None) -> dict[str, Any]:
+def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None,
+             log: Any = None) -> dict[str, Any]:
   """Trains LeNet-5 with switches under the ARD prior, prunes, fine-tunes; returns the report.
 
   Args:
     data: an ``ImageDataset`` with ``train`` and ``test`` splits (digits).
     config: overrides of ``default_config()``; unknown keys raise ``ValueError``.
+    log: called with one line of progress after the dense training, each outer
+      iteration and the fine-tuning (``experiments/compress.py`` prints them).
 
   Returns:
     ``{"dense_test_acc", "pruned_test_acc", "finetuned_test_acc", "weights_total",
@@ -232,6 +236,8 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None) 
   """
   defaults = default_config()
   cfg = {**defaults, **(config or {})}
+  log = log or (lambda line: None)
+  t0 = time.perf_counter()
   unknown = set(cfg) - set(defaults)
   if unknown:
     raise ValueError(f"unknown compression setting(s) {sorted(unknown)}; allowed: {sorted(defaults)}")
@@ -301,6 +307,8 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None) 
   for _ in range(cfg["pretrain_epochs"]):
     params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 0.0)
   dense_acc = float(accuracy(params, switches, xs, ys))
+  log(f"dense {model}: test acc {dense_acc:.2f}% after {cfg['pretrain_epochs']} epochs on {len(yt)} images "
+      f"({time.perf_counter() - t0:.0f} s)")
   total_weights = sum(kept_weights({k: np.ones(n) for k, n in units.items()}, shape, classes, model).values())
   curve = []
   for it in range(cfg["outer_iterations"]):
@@ -317,6 +325,9 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None) 
     curve.append({"iteration": it + 1, "test_acc": round(float(accuracy(params, switches, xs, ys)), 3),
                   "pruned_fraction": round(1 - kept / total_weights, 4),
                   "log10_gamma_min": round(float(min(np.log10(np.maximum(g, 1e-30)).min() for g in gamma.values())), 3)})
+    log(f"outer iteration {it + 1}: {100 * curve[-1]['pruned_fraction']:.1f}% of weights pruned, test acc "
+        f"{curve[-1]['test_acc']:.2f}%, log10 gamma min {curve[-1]['log10_gamma_min']} "
+        f"({time.perf_counter() - t0:.0f} s)")
     if cfg["target_pruned"] is not None and curve[-1]["pruned_fraction"] >= cfg["target_pruned"]:
       break
   keep = {k: (gamma[k] >= cfg["prune_threshold"]).astype(np.float32) for k in units}
@@ -327,6 +338,8 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None) 
     params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 0.0, keep)
   per_layer = kept_weights(keep, shape, classes, model)
   kept = sum(per_layer.values())
+  log(f"pruned: test acc {pruned_acc:.2f}%, after {cfg['finetune_epochs']} fine-tuning epochs "
+      f"{float(accuracy(params, switches, xs, ys)):.2f}% ({time.perf_counter() - t0:.0f} s)")
   return {"dense_test_acc": round(dense_acc, 3), "pruned_test_acc": round(pruned_acc, 3),
           "finetuned_test_acc": round(float(accuracy(params, switches, xs, ys)), 3),
           "weights_total": int(total_weights), "weights_kept": int(kept), "kept_per_layer": per_layer,
