@@ -90,9 +90,13 @@ def default_workdir(config: dict) -> pathlib.Path:
 
 def _score_meaning(result: dict) -> str:
   """What the search score of a result is, in words."""
-  ppl = (result.get("best_metrics") or {}).get("valid_ppl")
+  metrics = result.get("best_metrics") or {}
+  ppl = metrics.get("valid_ppl")
   if ppl is not None:
     return f"80 / validation perplexity {ppl:.1f} during the search"
+  if metrics.get("supernet_valid_ppl") is not None:  # ENAS's shared LM: one validation window
+    return (f"80 / validation perplexity {metrics['supernet_valid_ppl']:.1f} of a validation window "
+            "under the shared weights")
   return "validation accuracy during the search, %"
 
 

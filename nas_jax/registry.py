@@ -48,6 +48,7 @@ EVALUATORS: dict[str, str] = {
     "tabular": "nas_jax.evaluators.tabular:TabularEvaluator",
     "supernet": "nas_jax.evaluators.supernet:SupernetEvaluator",
     "scratch": "nas_jax.evaluators.scratch:ScratchEvaluator",
+    "lm_supernet": "nas_jax.evaluators.lm_supernet:LMSupernetEvaluator",
 }
 
 _TABLES = {"space": SPACES, "strategy": STRATEGIES, "evaluator": EVALUATORS}

@@ -1,6 +1,8 @@
 """ENAS proper on the recurrent-cell space (oneshot/enas.py + evaluators/lm_supernet.py), tiny shapes."""
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -120,3 +122,47 @@ def test_hidden_state_resets_at_each_pass_over_the_data(method):
 def test_bad_settings_are_refused(data, change, match):
   with pytest.raises(ValueError, match=match):
     ENASOneShot(SPACE, {**TINY, **change}, data=data)
+
+
+def _run_cli():
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import pathlib  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "run.py"
+  spec = importlib.util.spec_from_file_location("cli_run_lm_supernet", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_lm_supernet_is_a_registered_evaluator_and_the_summary_names_its_score():
+  from nas_jax import registry  # pylint: disable=import-outside-toplevel
+  assert registry.lookup("evaluator", "lm_supernet") is LMSupernetEvaluator
+  meaning = _run_cli()._score_meaning({"best_metrics": {"supernet_valid_ppl": 123.45}})
+  assert meaning.startswith("80 / validation perplexity 123.5 of a validation window")
+
+
+@pytest.mark.slow  # compiles the registered 12-node shared LM (about 30 s on a loaded 2-core CPU)
+def test_enas_controller_with_the_shared_lm_through_run_py(data, tmp_path, capsys, monkeypatch):
+  # `--strategy enas --space rnn --evaluator lm_supernet`: the controller as an ask/tell strategy
+  # scored by ENAS's shared language model
+  monkeypatch.setenv("NAS_JAX_COMPILE_CACHE", "")
+  root = tmp_path / "ptb"
+  root.mkdir()
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 400), ("valid", 200), ("test", 100)):
+    (root / f"ptb.{split}.txt").write_text(_text(rng, n))
+  sets = [f"evaluator.lm_supernet.{k}={v}" for k, v in (("batch_size", 4), ("bptt", 5), ("emb_size", 8),
+                                                         ("hidden_size", 8), ("steps_per_round", 3),
+                                                         ("eval_batch_size", 4))]
+  argv = ["--strategy", "enas", "--space", "rnn", "--dataset", "ptb", "--data-dir", str(root), "--evaluator",
+          "lm_supernet", "--budget", "4", "--workdir", str(tmp_path / "w"), "--final-epochs", "0",
+          "--set", "strategy.batch_size=2"]
+  for item in sets:
+    argv += ["--set", item]
+  assert _run_cli().main(argv) == 0
+  out = capsys.readouterr().out
+  assert "enas on rnn/ptb (evaluator lm_supernet" in out and "of a validation window" in out
+  lines = [json.loads(l) for l in (tmp_path / "w" / "history.jsonl").read_text().splitlines()]
+  assert len(lines) == 4
+  for line in lines:  # the raw metric beside the score: 80 / ppl
+    np.testing.assert_allclose(line["search_score"], 80.0 / line["metrics"]["supernet_valid_ppl"], rtol=1e-5)
