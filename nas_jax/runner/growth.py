@@ -253,7 +253,7 @@ def write_frontier(ctx, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         "arch": ctx.space.from_genotype(m["genotype"]).tolist(), "search_score": m["valid_acc"],
         "dataset": ctx.cfg["dataset"], "strategy": ctx.cfg["strategy"]["name"]})
   plot_frontier(records, idx, hull, ctx.workdir / "frontier.png",
-                f"petridish on {ctx.cfg['dataset']}: {len(records)} models, {len(idx)} on the Pareto "
+                f"petridish on {ctx.cfg['dataset']}\n{len(records)} models, {len(idx)} on the Pareto "
                 f"frontier, {len(hull)} on the lower convex hull")
   return front
 
