@@ -91,6 +91,35 @@ def test_nusvr_beats_the_last_observed_value():
   assert r2_model > 0.9 and 1 - r2_model < 0.25 * (1 - r2_base)  # 4x less unexplained variance
 
 
+@pytest.mark.parametrize("target", lc.TARGETS)
+def test_every_target_predicts_the_final_value(target):
+  curves, _ = _loss_curves(60, seed=2)
+  srm = lc.SequentialRegressor("nusvr_rbf", taus=[4], n_search=4, seed=0, target=target).fit(curves[:40])
+  mean, std = srm.predict(curves[40:, :4])
+  assert lce.r2_score(curves[40:, -1], mean) > 0.5
+  # The spread is the out-of-fold RMSE of the final value (not of the target), about the test error.
+  rmse = float(np.sqrt(np.mean((mean - curves[40:, -1]) ** 2)))
+  assert 0.3 * rmse < std[0] < 3 * rmse
+
+
+def test_increment_target_adds_back_the_last_value_beyond_the_training_range():
+  """Every run drops by the same amount after epoch 3: the increment is constant, so predicted exactly
+  even for curves far outside the training range, where the clipped final-value model saturates."""
+  t = np.arange(1, 9.0)
+  shape = 2.0 * np.exp(-t / 2.0)
+  offsets = np.linspace(4.0, 6.0, 30)
+  train = offsets[:, None] + shape
+  test = np.array([8.0, 9.0])[:, None] + shape
+  inc = lc.SequentialRegressor("ols", taus=[3], target="increment").fit(train)
+  np.testing.assert_allclose(inc.predict(test[:, :3])[0], test[:, -1], atol=1e-9)
+  final = lc.SequentialRegressor("ols", taus=[3]).fit(train)
+  assert np.all(final.predict(test[:, :3])[0] < test[:, -1] - 1.0)  # clipped to the top of the range
+  with pytest.raises(ValueError, match="positive final values"):
+    lc.SequentialRegressor("ols", taus=[3], target="log").fit(train - 7.0)
+  with pytest.raises(ValueError, match="unknown target"):
+    lc.SequentialRegressor("ols", target="delta")
+
+
 def test_predict_uses_the_longest_fitted_tau_and_checks_features():
   curves, _ = _loss_curves(20)
   feats = [{"a": 1.0, "b": float(i)} for i in range(20)]
@@ -386,4 +415,14 @@ def test_benchmark_r2_only(tmp_path):
                                              for i, c in enumerate(curves)})
   result = lce.run(str(zpath), n_fit=12, splits=1, orders=0, n_search=2, regressors=("ols",))
   assert result["r2"]["ols"]["0.5"] > 0.5 and math.isnan(result["speedup"])
+  inc = lce.run(str(zpath), n_fit=12, splits=1, orders=0, n_search=2, regressors=("ols",),
+                target="increment")
+  assert inc["target"] == "increment" and inc["r2"]["ols"]["0.5"] > 0.5
+  assert inc["r2"]["ols"]["0.5"] != result["r2"]["ols"]["0.5"]  # the option reaches the regressors
+  # A fixed test set: the last n_test curves of the shuffle, whatever n_fit.
+  fixed = [lce.run(str(zpath), n_fit=k, n_test=6, splits=1, orders=0, n_search=2, regressors=("ols",))
+           for k in (12, 18)]
+  assert [r["n_test"] for r in fixed] == [6, 6] and fixed[1]["n_fit"] == 18
+  with pytest.raises(ValueError, match="n_test must be in 2..6"):
+    lce.run(str(zpath), n_fit=18, n_test=7, splits=1, orders=0, regressors=("ols",))
   assert all(math.isnan(r["speedup"]) for r in result["hyperband"].values())
