@@ -13,7 +13,7 @@ Example:
     >>> registry.get_evaluator("table")
     Traceback (most recent call last):
     ...
-    ValueError: unknown evaluator 'table'; choose one of ['scratch', 'supernet', 'tabular'...]
+    ValueError: unknown evaluator 'table'; choose one of ['lm_supernet', 'scratch', 'supernet', 'tabular'...]
 """
 from __future__ import annotations
 
