@@ -21,10 +21,10 @@ RUN = ROOT / "experiments" / "run.py"
 BUDGET = 16
 
 
-def config(**checkpoint):
+def config(sleep_s=0.05, **checkpoint):
   return {"space": "nb201", "budget": BUDGET, "seed": 2,
           "strategy": {"name": "evolution", "population_size": 4, "sample_size": 2},
-          "evaluator": {"name": "test_counting", "test_counting": {"sleep_s": 0.05}},
+          "evaluator": {"name": "test_counting", "test_counting": {"sleep_s": sleep_s}},
           "final": {"epochs": 0}, "checkpoint": {"interval_s": 30.0, **checkpoint}}
 
 
@@ -64,11 +64,17 @@ def count_file(tmp_path, monkeypatch):
   return tmp_path / "count"
 
 
-def write_config(tmp_path, **checkpoint):
+# The runs that a test interrupts: slow enough that the signal always lands mid-run (with 0.05 s
+# per architecture the 11 evaluations after the 5th line took under a second, and on a busy CI
+# machine the test process could be descheduled that long: the run finished before the signal).
+SLOW = 0.5
+
+
+def write_config(tmp_path, sleep_s=SLOW, **checkpoint):
   path = tmp_path / "config.py"
   path.write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
                   "import experiment_doubles  # registers test_counting\n\n\n"
-                  f"def get_config():\n  return {config(**checkpoint)!r}\n")
+                  f"def get_config():\n  return {config(sleep_s, **checkpoint)!r}\n")
   return path
 
 
