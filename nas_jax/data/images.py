@@ -168,13 +168,10 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
       (x, y), (x_test, y_test) = _carve(x, y, test_fraction, None, rng)
   (x_train, y_train), (x_valid, y_valid) = _carve(x, y, valid_fraction,
                                                   valid_size, rng)
-  # Subsets are random (sources such as image folders are sorted by class).
-  if train_size is not None and train_size < len(y_train):
-    keep = np.sort(rng.permutation(len(y_train))[:train_size])
-    x_train, y_train = x_train[keep], y_train[keep]
-  if test_size is not None and test_size < len(y_test):
-    keep = np.sort(rng.permutation(len(y_test))[:test_size])
-    x_test, y_test = x_test[keep], y_test[keep]
+  if train_size is not None:
+    x_train, y_train = random_subset(x_train, y_train, train_size, rng)
+  if test_size is not None:
+    x_test, y_test = random_subset(x_test, y_test, test_size, rng)
   if len(y_train) == 0:
     raise ValueError(f"dataset {name!r} has an empty train split; "
                      "lower valid_fraction/valid_size or raise train_size")
@@ -203,6 +200,25 @@ def as_dataset(dataset: "str | ImageDataset", **load_kwargs: Any) -> ImageDatase
   if isinstance(dataset, ImageDataset):
     return dataset
   return load_dataset(dataset, **load_kwargs)
+
+
+def random_subset(x: np.ndarray, y: np.ndarray, n: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """``n`` examples drawn at random by ``rng``, in their original order (all if ``n >= len(y)``).
+
+  Random, not the first ``n``: sources such as image folders come sorted by
+  class, so a prefix would hold one or two classes.
+
+  Example:
+      >>> x, y = np.arange(100), np.repeat(np.arange(10), 10)
+      >>> xs, ys = random_subset(x, y, 20, np.random.default_rng(0))
+      >>> len(ys), len(np.unique(ys)) > 2, bool(np.all(np.diff(xs) > 0))
+      (20, True, True)
+  """
+  if n >= len(y):
+    return x, y
+  keep = np.sort(rng.permutation(len(y))[:n])
+  return x[keep], y[keep]
 
 
 def _carve(x, y, fraction, size, rng):

@@ -281,6 +281,7 @@ class LMSupernetEvaluator(Evaluator):
     state, train_metrics = self.train(state, archs, k_train)
     scores, losses = self.score(state, archs, k_score)
     per_arch = (time.perf_counter() - t0) / len(archs)
-    info = [{"supernet_valid_ppl": float(math.exp(l)), **train_metrics,
-             "metrics": {"supernet_valid_ppl": float(math.exp(l))}} for l in losses]  # -> history.jsonl
+    ppls = [float(math.exp(l)) for l in losses]
+    info = [{"supernet_valid_ppl": p, **train_metrics,
+             "metrics": {"supernet_valid_ppl": p}} for p in ppls]  # metrics -> history.jsonl
     return Evaluation(scores=scores, costs=np.full(len(archs), per_arch), info=info), state

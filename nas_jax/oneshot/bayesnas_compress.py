@@ -219,10 +219,7 @@ def train_subset(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.nd
     >>> len(np.unique(train_subset(x, y, 20, seed=0)[1])) > 2
     True
   """
-  if n >= len(y):
-    return x, y
-  keep = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
-  return x[keep], y[keep]
+  return data_lib.random_subset(x, y, n, np.random.default_rng(seed))
 
 
 def _normalise(ds, x):
@@ -349,10 +346,11 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None,
     params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 0.0, keep)
   per_layer = kept_weights(keep, shape, classes, model)
   kept = sum(per_layer.values())
+  finetuned_acc = float(accuracy(params, switches, xs, ys))
   log(f"pruned: test acc {pruned_acc:.2f}%, after {cfg['finetune_epochs']} fine-tuning epochs "
-      f"{float(accuracy(params, switches, xs, ys)):.2f}% ({time.perf_counter() - t0:.0f} s)")
+      f"{finetuned_acc:.2f}% ({time.perf_counter() - t0:.0f} s)")
   return {"dense_test_acc": round(dense_acc, 3), "pruned_test_acc": round(pruned_acc, 3),
-          "finetuned_test_acc": round(float(accuracy(params, switches, xs, ys)), 3),
+          "finetuned_test_acc": round(finetuned_acc, 3),
           "weights_total": int(total_weights), "weights_kept": int(kept), "kept_per_layer": per_layer,
           "units_kept": {k: int(v.sum()) for k, v in keep.items()},
           "pruned_fraction": round(1 - kept / total_weights, 4), "curve": curve, "config": cfg}

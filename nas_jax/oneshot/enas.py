@@ -108,11 +108,11 @@ def uses_language_model(space) -> bool:
   return "language_model" in (networks.served_tasks(space.name) or ())
 
 
-#: The controller preset per space (``nas_jax.strategies.enas.PRESETS``); others get
-#: ``cifar_micro``. ``nb201`` keeps ``cifar_micro`` here: its own preset is shaped for the
-#: tabular harness (reward in %, one update per architecture), while ENAS proper on
-#: nb201 is ENAS's CIFAR search with shared weights.
-ONESHOT_PRESETS = {"rnn": "ptb", "macro": "cifar_macro"}
+#: The controller preset per space: the ENAS strategy's (``strategies.enas.SPACE_PRESETS``;
+#: other spaces get ``cifar_micro``) except on ``nb201``, whose own preset is shaped for the
+#: tabular harness (reward in %, one update per architecture), while ENAS proper on nb201 is
+#: ENAS's CIFAR search with shared weights.
+ONESHOT_PRESETS = {**enas_lib.SPACE_PRESETS, "nb201": "cifar_micro"}
 
 
 class ENASOneShot(OneShotMethod):
