@@ -6,12 +6,16 @@
   the op ids but returns NaN for every third architecture of a batch.
 - ``ToyOneShot`` (registered as strategy ``"test_toy_oneshot"``): a cheap
   one-shot method on nb201 for the one-shot loop's tests.
+- ``load_cli(name)``: the script ``experiments/<name>.py`` as a module (its
+  ``main``, parsers and helpers called in-process).
 """
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import itertools
 import os
+import pathlib
 import time
 
 import jax
@@ -23,6 +27,15 @@ from nas_jax.evaluators.base import Evaluation, Evaluator
 from nas_jax.oneshot.base import OneShotMethod
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
+
+
+def load_cli(name: str):
+  """The script ``experiments/<name>.py`` as a fresh module (not put in ``sys.modules``)."""
+  spec = importlib.util.spec_from_file_location(f"cli_{name}", EXPERIMENTS / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def write_synthetic_table(path) -> str:

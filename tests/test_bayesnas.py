@@ -387,12 +387,8 @@ def test_vgg_small_shapes_and_weight_count():
 
 
 def test_run_py_bayesnas_compress(tmp_path, capsys, monkeypatch):
-  import importlib.util  # pylint: disable=import-outside-toplevel
   monkeypatch.setenv("NAS_JAX_COMPILE_CACHE", "")
-  path = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "run.py"
-  spec = importlib.util.spec_from_file_location("cli_run_compress", path)
-  run_cli = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(run_cli)
+  run_cli = experiment_doubles.load_cli("run")
   with pytest.raises(SystemExit) as e:
     run_cli.main(["--strategy", "bayesnas-compress", "--model", "vgg99"])
   err = capsys.readouterr().err

@@ -2,7 +2,6 @@
 one line on stderr and exit code 2; config layering; a real subprocess run."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -12,16 +11,10 @@ import sys
 import pytest
 
 import experiment_doubles  # noqa: F401  (registers test-only plug-ins)
+from experiment_doubles import load_cli
 from nas_jax import experiment
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def load_cli(name):
-  spec = importlib.util.spec_from_file_location(f"cli_{name}", ROOT / "experiments" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 run_cli = load_cli("run")

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from experiment_doubles import load_cli
 from nas_jax import experiment
 
 EPOCHS = 6
@@ -101,12 +102,7 @@ def test_resume_after_a_crash_keeps_the_same_decisions(fake_training, tmp_path, 
 
 
 def test_cli_flag_sets_the_stopper_and_rejects_a_supernet(tmp_path):
-  import importlib.util
-  import pathlib
-  root = pathlib.Path(__file__).resolve().parent.parent
-  spec = importlib.util.spec_from_file_location("cli_run_es", root / "experiments" / "run.py")
-  run = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(run)
+  run = load_cli("run")
   args = run.make_parser().parse_args(["--strategy", "random", "--evaluator", "scratch",
                                        "--early-stop", "0.01"])
   assert run.build_config(args)["evaluator"]["scratch"]["early_stop"] == {"delta": 0.01}

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from experiment_doubles import load_cli
 from nas_jax.checkpoint import SearchCheckpointer
 from nas_jax.evaluators.lm_supernet import LMSupernetEvaluator
 from nas_jax.oneshot.enas import ENASOneShot
@@ -124,20 +125,10 @@ def test_bad_settings_are_refused(data, change, match):
     ENASOneShot(SPACE, {**TINY, **change}, data=data)
 
 
-def _run_cli():
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  import pathlib  # pylint: disable=import-outside-toplevel
-  path = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "run.py"
-  spec = importlib.util.spec_from_file_location("cli_run_lm_supernet", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_lm_supernet_is_a_registered_evaluator_and_the_summary_names_its_score():
   from nas_jax import registry  # pylint: disable=import-outside-toplevel
   assert registry.lookup("evaluator", "lm_supernet") is LMSupernetEvaluator
-  meaning = _run_cli()._score_meaning({"best_metrics": {"supernet_valid_ppl": 123.45}})
+  meaning = load_cli("run")._score_meaning({"best_metrics": {"supernet_valid_ppl": 123.45}})
   assert meaning.startswith("80 / validation perplexity 123.5 of a validation window")
 
 
@@ -159,7 +150,7 @@ def test_enas_controller_with_the_shared_lm_through_run_py(data, tmp_path, capsy
           "--set", "strategy.batch_size=2"]
   for item in sets:
     argv += ["--set", item]
-  assert _run_cli().main(argv) == 0
+  assert load_cli("run").main(argv) == 0
   out = capsys.readouterr().out
   assert "enas on rnn/ptb (evaluator lm_supernet" in out and "of a validation window" in out
   lines = [json.loads(l) for l in (tmp_path / "w" / "history.jsonl").read_text().splitlines()]
