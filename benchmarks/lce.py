@@ -14,11 +14,13 @@ randomly chosen curves and, on the rest, measures
   of full training / epochs trained, ``regret`` = (best final value found -
   best of all) / best of all. Several ``--delta`` values share the fits.
 
-Writes JSON with ``r2`` (regressor -> fraction -> mean over splits),
+Writes JSON with ``r2`` (regressor -> fraction -> mean over splits), ``r2_unseen`` (the same
+on the test curves whose recipe no fitting curve shares: the zip trains 28 of its cells twice or
+three times; NaN where fewer than two are left),
 ``speedup`` and ``regret`` (means over splits x orders, first ``--delta``) and
 details (``by_delta``, ``r2_per_split``, ``speedup_per_run``, ``regret_per_run``, ``regret_max``,
 ``speedup_incl_fit`` (the fitting curves counted as fully trained runs too),
-``cv_rmse_per_split``, ``skipped``, ``seconds``, ...).
+``r2_unseen_per_split``, ``n_unseen_per_split``, ``cv_rmse_per_split``, ``skipped``, ``seconds``, ...).
 
 Measured (the public NAS-Bench-NLP zip: 245 logs, 3 diverged ones skipped; 100 fit / 142 test curves,
 5 splits x 10 orders; each split a process of its own (``--seed k --splits 1``), 770-850 s each on 2 shared
@@ -55,6 +57,22 @@ the breakouts: 7 of the 242 curves sit on the plateau at 25 % (last value > 6.8)
 below it; the ~4 of them in a 142-curve test set carry 73 % of the squared error, and R^2 on the
 other test curves is 0.971 (20 splits).
 
+Architecture encodings (``--arch-features``; ``nbnlp_logs.load_logs``' ``arch_encoding``), nu-SVR RBF
+R^2 at 10 / 25 / 50 % over the same 20 splits (seeds 0-19): ``counts`` (the default: node, op and
+edge counts, depth, parameters) 0.768 / 0.874 / 0.970; ``paths`` (the counts and 23 numbers on how
+x and h_prev_0 reach h_new_0: shortest / longest path, linear layers, activations and sigmoids on
+them, steps before x reaches the output, the output's op) 0.774 / 0.879 / 0.967 (25 %: +0.005,
+paired s.e. 0.005, better on 14 of 20 splits; 50 %: -0.003, s.e. 0.002, better on 4); a truncated
+path encoding (White et al. 2020; ``path_encoding``: counts of the 20 op sequences from a source to
+h_new_0 found in the most cells) 0.769 / 0.866 / 0.967 (25 %: worse on 18 of 20 splits). On the test
+curves whose recipe is not among the fitting curves' (about 127 of 142), counts 0.748 / 0.875 /
+0.971, paths 0.743 / 0.875 / 0.967, path encoding 0.732 / 0.865 / 0.968: without the retrained
+cells the small ``paths`` gain at 25 % is gone, and the counts' R^2 does not owe them anything. The 7
+breakouts are 4 cells (three of them trained twice, both runs breaking out), too few for an
+encoding to learn which plateau cell breaks out; the counts stay the default. Were the features
+to tell the breakout cells exactly (a diagnostic that leaks the answer: a 0/1 "breakout cell"
+number added to the counts), R^2 would be 0.848 / 0.940 / 0.974 (20 splits).
+
 Usage:
     python benchmarks/lce.py --logs ../shared/data/nasbench-nlp-wikitext2-logs.zip --out runs/lce.json
     # one threshold, fewer splits (faster)
@@ -62,6 +80,9 @@ Usage:
     # R^2 only, one regressor, one split (seconds); another target; a fixed 62-curve test set
     python benchmarks/lce.py --logs LOGS.zip --out r2.json --orders 0 --regressors nusvr_rbf \
         --seed 3 --splits 1 --target log --n-fit 150 --n-test 62
+    # path numbers of each recipe added to the architecture features
+    python benchmarks/lce.py --logs LOGS.zip --out r2.json --orders 0 --regressors nusvr_rbf \
+        --seed 3 --splits 1 --arch-features paths
 """
 from __future__ import annotations
 
@@ -95,8 +116,11 @@ SCHEDULES = {f"{b}_{how}": {"brackets": b, "predict": how == "predicted"}
 
 def _one_split(curves, static, fit_idx, test_idx, *, regressors, fractions, n_search, cv, seed,
                deltas, orders, stop_model, min_epoch, higher_is_better, eta=hyperband.DEFAULT_ETA,
-               target="final") -> dict:
+               target="final", recipes=None) -> dict:
   epochs = curves.shape[1]
+  # Test curves whose cell (recipe) is not among the fitting curves' (the zip retrains some cells).
+  fit_recipes = set() if not recipes else {recipes[i] for i in fit_idx}
+  unseen = np.array([not recipes or not recipes[i] or recipes[i] not in fit_recipes for i in test_idx])
 
   def pick(idx):
     return None if static is None else [static[i] for i in idx]
@@ -105,19 +129,22 @@ def _one_split(curves, static, fit_idx, test_idx, *, regressors, fractions, n_se
     return max(1, min(epochs - 1, int(math.floor(f * epochs))))
 
   taus = sorted({tau_of(f) for f in fractions})
-  r2, cv_rmse, chosen = {}, {}, {}
+  r2, r2_unseen, cv_rmse, chosen = {}, {}, {}, {}
   for name in regressors:
     srm = lc.SequentialRegressor(name, taus=taus, n_search=n_search, cv=cv, seed=seed, target=target)
     srm.fit(curves[fit_idx], static=pick(fit_idx))
-    r2[name], cv_rmse[name], chosen[name] = {}, {}, {}
+    r2[name], r2_unseen[name], cv_rmse[name], chosen[name] = {}, {}, {}, {}
     for f in fractions:
       mean, _ = srm.predict(curves[test_idx, :tau_of(f)], static=pick(test_idx), tau=tau_of(f))
       r2[name][str(f)] = r2_score(curves[test_idx, -1], mean)
+      r2_unseen[name][str(f)] = (r2_score(curves[test_idx, -1][unseen], mean[unseen])
+                                 if unseen.sum() >= 2 else float("nan"))
       cv_rmse[name][str(f)] = srm.models_[tau_of(f)].cv_rmse
       chosen[name][str(f)] = srm.models_[tau_of(f)].params
   if not orders:  # R^2 only
-    return {"r2": r2, "cv_rmse": cv_rmse, "hyperparameters": chosen,
-            "sims": {d: [] for d in deltas}, "schedules": {name: [] for name in SCHEDULES}}
+    return {"r2": r2, "r2_unseen": r2_unseen, "n_unseen": int(unseen.sum()), "cv_rmse": cv_rmse,
+            "hyperparameters": chosen, "sims": {d: [] for d in deltas},
+            "schedules": {name: [] for name in SCHEDULES}}
   srm = lc.SequentialRegressor(stop_model, taus=range(max(1, min_epoch), epochs), n_search=n_search,
                                cv=cv, seed=seed, target=target)
   srm.fit(curves[fit_idx], static=pick(fit_idx))
@@ -130,8 +157,8 @@ def _one_split(curves, static, fit_idx, test_idx, *, regressors, fractions, n_se
                                   min_epoch=max(1, min_epoch), regressor=srm, **kw),
       curves[test_idx], static=pick(test_idx), seed=seed * 1000 + k) for k in range(orders)]
       for name, kw in SCHEDULES.items()}
-  return {"r2": r2, "cv_rmse": cv_rmse, "hyperparameters": chosen, "sims": sims,
-          "schedules": schedules}
+  return {"r2": r2, "r2_unseen": r2_unseen, "n_unseen": int(unseen.sum()), "cv_rmse": cv_rmse,
+          "hyperparameters": chosen, "sims": sims, "schedules": schedules}
 
 
 def run(logs_path: str, *, n_fit: int = 100, splits: int = 5, seed: int = 0,
@@ -139,10 +166,11 @@ def run(logs_path: str, *, n_fit: int = 100, splits: int = 5, seed: int = 0,
         n_search: int = lc.DEFAULT_SEARCH, cv: int = lc.DEFAULT_CV, deltas=(lc.DEFAULT_DELTA,),
         orders: int = 10, stop_model: str = "nusvr_rbf", min_epoch: int = 1,
         use_static: bool = True, higher_is_better: bool = False,
-        eta: int = hyperband.DEFAULT_ETA, target: str = "final", n_test: int | None = None) -> dict:
+        eta: int = hyperband.DEFAULT_ETA, target: str = "final", n_test: int | None = None,
+        arch_features: str = "counts") -> dict:
   """The benchmark's figures as a dict (see the module docstring); ``deltas[0]`` is the primary one."""
   t0 = time.perf_counter()
-  logs = nbnlp_logs.load_logs(logs_path, column=column)
+  logs = nbnlp_logs.load_logs(logs_path, column=column, arch_encoding=arch_features)
   curves = logs.curves[column]
   n, epochs = curves.shape
   if not 0 < n_fit < n - 1:
@@ -160,7 +188,7 @@ def run(logs_path: str, *, n_fit: int = 100, splits: int = 5, seed: int = 0,
         regressors=regressors, fractions=fractions,
         n_search=n_search, cv=cv, seed=seed + k, deltas=tuple(deltas), orders=orders,
         stop_model=stop_model, min_epoch=min_epoch, higher_is_better=higher_is_better, eta=eta,
-        target=target))
+        target=target, recipes=logs.recipes))
 
   def summary(d, key="sims"):
     sims = [s for p in per_split for s in p[key][d]]
@@ -185,14 +213,19 @@ def run(logs_path: str, *, n_fit: int = 100, splits: int = 5, seed: int = 0,
   primary = by_delta[str(deltas[0])]
   r2 = {name: {str(f): float(np.mean([p["r2"][name][str(f)] for p in per_split])) for f in fractions}
         for name in regressors}
+  r2_unseen = {name: {str(f): float(np.mean([p["r2_unseen"][name][str(f)] for p in per_split]))
+                      for f in fractions} for name in regressors}
   return {
       "r2": r2,
+      "r2_unseen": r2_unseen,
       "speedup": primary["speedup"],
       "regret": primary["regret"],
       **{k: v for k, v in primary.items() if k not in ("speedup", "regret")},
       "by_delta": by_delta,
       "hyperband": schedules, "eta": eta,
       "r2_per_split": [p["r2"] for p in per_split],
+      "r2_unseen_per_split": [p["r2_unseen"] for p in per_split],
+      "n_unseen_per_split": [p["n_unseen"] for p in per_split],
       "cv_rmse_per_split": [p["cv_rmse"] for p in per_split],
       "hyperparameters_per_split": [p["hyperparameters"] for p in per_split],
       "logs": os.path.basename(str(logs_path)), "column": column, "epochs": epochs,
@@ -201,7 +234,7 @@ def run(logs_path: str, *, n_fit: int = 100, splits: int = 5, seed: int = 0,
       "skipped": len(logs.skipped), "skipped_logs": logs.skipped, "fractions": list(fractions),
       "delta": deltas[0], "deltas": list(deltas), "stop_model": stop_model,
       "min_epoch": min_epoch, "n_search": n_search, "cv": cv, "static_features": use_static,
-      "target": target,
+      "target": target, "arch_features": arch_features,
       "seed": seed, "seconds": time.perf_counter() - t0,
   }
 
@@ -236,6 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
                       help="Hyperband / successive halving rate (Li et al. 2017: 3)")
   parser.add_argument("--target", default="final", choices=lc.TARGETS,
                       help="what the regressors fit (SequentialRegressor's target)")
+  parser.add_argument("--arch-features", default="counts", choices=nbnlp_logs.ARCH_ENCODINGS,
+                      help="architecture numbers of each recipe (nbnlp_logs.load_logs' arch_encoding)")
   parser.add_argument("--no-static", action="store_true",
                       help="curve features only (no architecture / hyperparameter numbers)")
   args = parser.parse_args(argv)
@@ -243,11 +278,14 @@ def main(argv: list[str] | None = None) -> dict:
     result = run(args.logs, n_fit=args.n_fit, splits=args.splits, seed=args.seed, column=args.column,
                  regressors=args.regressors, n_search=args.n_search, cv=args.cv, deltas=args.delta,
                  orders=args.orders, stop_model=args.stop_model, min_epoch=args.min_epoch,
-                 use_static=not args.no_static, eta=args.eta, target=args.target, n_test=args.n_test)
+                 use_static=not args.no_static, eta=args.eta, target=args.target, n_test=args.n_test,
+                 arch_features=args.arch_features)
   except ValueError as e:
     raise SystemExit(f"lce.py: {e}") from None
   for name, by_f in result["r2"].items():
     print(f"R2 {name:14s} (mean of {result['splits']} splits) " + "  ".join(f"{float(f):.0%}: {v:.3f}" for f, v in by_f.items()))
+    print(f"   {'':14s} (test recipes not in the fit set) " + "  ".join(
+        f"{float(f):.0%}: {v:.3f}" for f, v in result["r2_unseen"][name].items()))
   for d, r in result["by_delta"].items():
     print(f"early stopping ({result['stop_model']}, delta {d}): speedup {r['speedup']:.2f}x "
           f"(incl. fitting curves {r['speedup_incl_fit']:.2f}x), regret {r['regret']:.3%} "

@@ -6,8 +6,11 @@ cell recipe (``recepie``, a JSON string of nodes ``{"op", "input"}``),
 ...) and per-epoch lists ``train_losses``, ``val_losses``, ``test_losses``,
 ``wall_times``. ``load_logs(path)`` reads every log of any such zip into
 ``LearningCurves``: ``[N, T]`` arrays per column, one dict of architecture
-features (``recipe_features``: parameter count, node and op counts, depth)
-and one dict of numeric hyperparameters per run.
+features (``recipe_features``: parameter count, node and op counts, depth;
+with ``arch_encoding="paths"`` also ``recipe_path_features``, how the input
+reaches the output, or with ``"path_encoding"`` a truncated path encoding,
+``recipe_paths``) and one dict of numeric hyperparameters per run, and each
+run's recipe (runs of the same cell share it).
 
 Bad input, what happens (``on_bad="skip"``, the default, or ``"raise"``):
 
@@ -72,12 +75,16 @@ class LearningCurves:
     arch: per run, architecture features (``recipe_features``).
     hparams: per run, numeric hyperparameters (booleans and ids left out).
     skipped: ``(member, reason)`` of each log left out.
+    recipes: per run, the recipe as sorted-key JSON ("" without one): runs
+      with equal strings trained the same cell (the public zip retrains 28
+      of its cells).
   """
   names: list[str]
   curves: dict[str, np.ndarray]
   arch: list[dict[str, float]]
   hparams: list[dict[str, float]]
   skipped: list[tuple[str, str]]
+  recipes: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def epochs(self) -> int:
@@ -146,6 +153,174 @@ def recipe_features(recipe: dict[str, Any] | str, num_params: float | None = Non
   return out
 
 
+# The ops of the NAS-Bench-NLP search space (Klyuchnikov et al. 2020, Sec. 3.1): a linear layer over
+# the concatenated inputs, three activations, element-wise sum and product, and blend (z * a + (1 - z) * b).
+RECIPE_OPS = ("linear", "activation_sigm", "activation_tanh", "activation_leaky_relu",
+              "elementwise_sum", "elementwise_prod", "blend")
+# What load_logs(arch_encoding=...) puts in LearningCurves.arch: recipe_features' counts alone, or
+# with recipe_path_features' path numbers added, or with a truncated path encoding (White et al. 2020,
+# "A Study on Encodings for Neural Architecture Search": one count per op sequence from a source to the
+# output, only the PATH_VOCAB sequences found in the most cells of the zip).
+ARCH_ENCODINGS = ("counts", "paths", "path_encoding")
+# White et al. truncate the path encoding to its most frequent paths; in the public zip 310 distinct
+# op sequences reach h_new_0, 19 of them in 10 or more of its 242 usable cells.
+PATH_VOCAB = 20
+_SHORT_OPS = {"linear": "lin", "activation_sigm": "sigm", "activation_tanh": "tanh",
+              "activation_leaky_relu": "lrelu", "elementwise_sum": "sum", "elementwise_prod": "prod",
+              "blend": "blend"}
+
+
+def recipe_paths(recipe: dict[str, Any] | str, target: str = "h_new_0") -> dict[str, int]:
+  """Op sequences from the cell's sources to ``target`` and how many paths follow each.
+
+  A sequence is named ``x_...`` (from the input) or ``h_...`` (from any
+  ``h_prev_*``) followed by the short names of the ops on the path, the
+  target's last (``lin``, ``sigm``, ``tanh``, ``lrelu``, ``sum``, ``prod``,
+  ``blend``).
+
+  Args:
+    recipe: ``{node: {"op": name, "input": [names]}}`` (or its JSON string).
+    target: the node the paths end at (the cell's output ``h_new_0``).
+
+  Returns:
+    sequence name -> number of paths (empty when ``target`` is not a node).
+
+  Raises:
+    ValueError: as ``recipe_features``.
+
+  Example:
+    >>> recipe_paths({"h_new_0": {"op": "activation_tanh", "input": ["node_0", "x"]},
+    ...               "node_0": {"op": "linear", "input": ["x", "h_prev_0"]}})
+    {'x_lin_tanh': 1, 'h_lin_tanh': 1, 'x_tanh': 1}
+  """
+  if isinstance(recipe, str):
+    recipe = json.loads(recipe)
+  recipe_features(recipe)  # the same checks
+  memo: dict[str, dict[str, int]] = {}
+
+  def walk(name: str) -> dict[str, int]:
+    if name not in recipe:
+      return {"x" if name == "x" else "h": 1}
+    if name not in memo:
+      op = _SHORT_OPS.get(str(recipe[name]["op"]), str(recipe[name]["op"]))
+      out: dict[str, int] = {}
+      for src in recipe[name].get("input", []):
+        for path, n in walk(src).items():
+          out[f"{path}_{op}"] = out.get(f"{path}_{op}", 0) + n
+      memo[name] = out
+    return memo[name]
+
+  return dict(walk(target)) if target in recipe else {}
+
+
+def _path_summary(recipe: dict[str, Any], source: str, target: str):
+  """(number of paths, per-path minima, per-path maxima) from ``source`` to ``target``.
+
+  A path's numbers are the nodes on it after the source (the target included),
+  and among them the linear layers, activations, sigmoids and multiplicative
+  ops (product, blend). Minima and maxima are taken per number, over paths.
+  """
+  memo: dict[str, tuple] = {}
+
+  def walk(name: str):
+    if name == source:
+      return 1, (0,) * 5, (0,) * 5
+    if name not in recipe:
+      return 0, None, None  # another source
+    if name not in memo:
+      op = str(recipe[name]["op"])
+      own = (1, op == "linear", op.startswith("activation"), op == "activation_sigm",
+             op in ("elementwise_prod", "blend"))
+      count, low, high = 0, None, None
+      for src in recipe[name].get("input", []):
+        n, lo, hi = walk(src)
+        if n:
+          lo = tuple(a + b for a, b in zip(lo, own))
+          hi = tuple(a + b for a, b in zip(hi, own))
+          count += n
+          low = lo if low is None else tuple(map(min, low, lo))
+          high = hi if high is None else tuple(map(max, high, hi))
+      memo[name] = (count, low, high)
+    return memo[name]
+
+  return walk(target)
+
+
+def recipe_path_features(recipe: dict[str, Any] | str) -> dict[str, float]:
+  """Path numbers of a NAS-Bench-NLP cell recipe: how the input reaches the output.
+
+  The cell's output (what the next layer and the decoder read) is ``h_new_0``;
+  every ``h_new_i`` returns as ``h_prev_i`` at the next step. Over the paths
+  (within one step) from ``x`` to ``h_new_0``:
+
+  * ``x_reach`` (1 if there is one), ``x_paths`` (log(1 + their number));
+  * ``x_len_min`` / ``x_len_max``: nodes on the shortest / longest path;
+  * ``x_lin_min`` / ``x_lin_max``, ``x_act_min`` / ``x_act_max``,
+    ``x_sigm_min``, ``x_mult_min`` / ``x_mult_max``: the fewest / most linear
+    layers, activations, sigmoids and multiplicative ops (product, blend) on
+    a path (each taken over paths on its own);
+
+  over the paths from ``h_prev_0`` to ``h_new_0`` (the recurrence):
+  ``rec_reach``, ``rec_len_min``, ``rec_lin_min`` (0: a path with no linear
+  layer, an LSTM-like carry), ``rec_act_min``; and across steps ``x_delay``:
+  the fewest steps before ``x`` reaches ``h_new_0`` through the hidden states
+  (0 within the step). ``out_<op>`` is 1 for ``h_new_0``'s op. Numbers of
+  paths that do not exist read 0 (their ``*_reach`` is 0), a delay that never
+  happens reads the number of hidden states. Every key is always present.
+
+  Args:
+    recipe: ``{node: {"op": name, "input": [names]}}`` (or its JSON string)
+      with an ``h_new_0`` node.
+
+  Returns:
+    the numbers above, by name.
+
+  Raises:
+    ValueError: as ``recipe_features``, or no ``h_new_0``.
+
+  Example:
+    >>> f = recipe_path_features({"h_new_0": {"op": "activation_tanh", "input": ["node_0"]},
+    ...                           "node_0": {"op": "linear", "input": ["x", "h_prev_0"]}})
+    >>> f["x_len_min"], f["x_lin_min"], f["rec_lin_min"], f["x_delay"], f["out_activation_tanh"]
+    (2.0, 1.0, 1.0, 0.0, 1.0)
+  """
+  if isinstance(recipe, str):
+    recipe = json.loads(recipe)
+  recipe_features(recipe)  # the same checks: nodes with ops, known inputs, no cycle
+  out_node = "h_new_0"
+  if out_node not in recipe:
+    raise ValueError(f"a recipe needs an {out_node!r} node (the cell's output), got {sorted(recipe)}")
+  out: dict[str, float] = {}
+  n, low, high = _path_summary(recipe, "x", out_node)
+  low, high = low or (0,) * 5, high or (0,) * 5
+  out.update(x_reach=float(n > 0), x_paths=math.log1p(n), x_len_min=float(low[0]),
+             x_len_max=float(high[0]), x_lin_min=float(low[1]), x_lin_max=float(high[1]),
+             x_act_min=float(low[2]), x_act_max=float(high[2]), x_sigm_min=float(low[3]),
+             x_mult_min=float(low[4]), x_mult_max=float(high[4]))
+  n, low, _ = _path_summary(recipe, "h_prev_0", out_node)
+  low = low or (0,) * 5
+  out.update(rec_reach=float(n > 0), rec_len_min=float(low[0]), rec_lin_min=float(low[1]),
+             rec_act_min=float(low[2]))
+  # Steps before x reaches h_new_0: breadth-first over the hidden states, one step per h_prev -> h_new.
+  states = sorted(name for name in recipe if name.startswith("h_new_"))
+  feeds = {s: [t for t in states if _path_summary(recipe, "h_prev_" + s[len("h_new_"):], t)[0]]
+           for s in states}
+  delay = {s: 0 for s in states if _path_summary(recipe, "x", s)[0]}
+  frontier = list(delay)
+  while frontier:
+    nxt = []
+    for s in frontier:
+      for t in feeds[s]:
+        if t not in delay:
+          delay[t] = delay[s] + 1
+          nxt.append(t)
+    frontier = nxt
+  out["x_delay"] = float(delay.get(out_node, len(states)))
+  op = str(recipe[out_node]["op"])
+  out.update({f"out_{name}": float(op == name) for name in RECIPE_OPS})
+  return out
+
+
 def _open_zip(path) -> tuple[zipfile.ZipFile, str]:
   label = getattr(path, "name", None) or (os.fspath(path) if isinstance(path, (str, os.PathLike))
                                           else "<zip>")
@@ -169,7 +344,8 @@ def _curve(log: dict[str, Any], column: str) -> np.ndarray:
 
 
 def load_logs(path: str | os.PathLike | io.IOBase, *, column: str = "val_losses",
-              epochs: int | None = None, on_bad: str = "skip") -> LearningCurves:
+              epochs: int | None = None, on_bad: str = "skip",
+              arch_encoding: str = "counts") -> LearningCurves:
   """Reads every ``*.json`` training log of a zip (see the module docstring).
 
   Args:
@@ -179,16 +355,23 @@ def load_logs(path: str | os.PathLike | io.IOBase, *, column: str = "val_losses"
     epochs: the expected curve length; default the most common length.
     on_bad: ``"skip"`` (leave a bad log out, recorded in ``skipped``) or
       ``"raise"`` (a one-line ``ValueError`` naming the log).
+    arch_encoding: ``"counts"`` (``recipe_features``) or ``"paths"``
+      (``recipe_features`` and ``recipe_path_features``) or ``"path_encoding"``
+      (``recipe_features`` and ``path_<sequence>``: ``recipe_paths``' counts
+      of the ``PATH_VOCAB`` sequences found in the most kept runs, every key
+      in every run).
 
   Returns:
     ``LearningCurves`` sorted by member name.
 
   Raises:
     ValueError: the zip unreadable, no usable log, a bad log with
-      ``on_bad="raise"``, a bad ``on_bad`` or ``epochs``.
+      ``on_bad="raise"``, a bad ``on_bad``, ``epochs`` or ``arch_encoding``.
   """
   if on_bad not in ("skip", "raise"):
     raise ValueError(f"on_bad must be 'skip' or 'raise', got {on_bad!r}")
+  if arch_encoding not in ARCH_ENCODINGS:
+    raise ValueError(f"arch_encoding must be one of {ARCH_ENCODINGS}, got {arch_encoding!r}")
   if epochs is not None and int(epochs) < 1:
     raise ValueError(f"epochs must be a positive number of epochs, got {epochs!r}")
   archive, label = _open_zip(path)
@@ -214,13 +397,19 @@ def load_logs(path: str | os.PathLike | io.IOBase, *, column: str = "val_losses"
             {"num_params": float(log["num_params"]),
              "log_params": math.log(max(float(log["num_params"]), 1.0))}
             if "num_params" in log else {})
+        recipe = ""
+        if "recepie" in log:
+          parsed = json.loads(log["recepie"]) if isinstance(log["recepie"], str) else log["recepie"]
+          recipe = json.dumps(parsed, sort_keys=True)
+          if arch_encoding == "paths":
+            arch.update(recipe_path_features(parsed))
       except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError, json.JSONDecodeError,
               ValueError, TypeError, KeyError) as e:
         bad(member, str(e).splitlines()[0] if str(e) else type(e).__name__)
         continue
       hparams = {k: float(v) for k, v in log.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _NOT_HPARAMS}
-      runs.append((member, log, main, arch, hparams))
+      runs.append((member, log, main, arch, hparams, recipe))
   if not runs:
     raise ValueError(f"{label} holds no usable training log with a {column!r} curve "
                      f"({len(members)} *.json members, {len(skipped)} skipped)")
@@ -235,6 +424,12 @@ def load_logs(path: str | os.PathLike | io.IOBase, *, column: str = "val_losses"
       kept.append(run)
   if not kept:
     raise ValueError(f"{label} holds no log whose {column!r} has {epochs} epochs")
+  if arch_encoding == "path_encoding":
+    paths = [recipe_paths(r[5]) if r[5] else {} for r in kept]
+    found = collections.Counter(p for run in paths for p in run)
+    vocab = sorted(found, key=lambda p: (-found[p], p))[:PATH_VOCAB]
+    for run, counts in zip(kept, paths):
+      run[3].update({f"path_{p}": float(counts.get(p, 0)) for p in vocab})
   curves = {column: np.stack([r[2] for r in kept])}
   for other in CURVE_COLUMNS:  # the other columns, where every kept log has them complete
     if other == column:
@@ -246,4 +441,5 @@ def load_logs(path: str | os.PathLike | io.IOBase, *, column: str = "val_losses"
     if all(len(x) == epochs for x in rows):
       curves[other] = np.stack(rows)
   return LearningCurves(names=[r[0] for r in kept], curves=curves, arch=[r[3] for r in kept],
-                        hparams=[r[4] for r in kept], skipped=skipped)
+                        hparams=[r[4] for r in kept], skipped=skipped,
+                        recipes=[r[5] for r in kept])
