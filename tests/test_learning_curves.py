@@ -354,17 +354,36 @@ def test_rungs_rank_by_predicted_final_values(predict):
   t = np.arange(1, 19.0)
   flat = 2.0 + 0.01 / t
   slow = 1.0 + 8.0 / t ** 1.5  # 3.83 at epoch 2 (behind 2.005 and 2.505), 1.09 at the end
+  reasons = {}
   for curve, name in ((flat, "flat"), (flat + 0.5, "flat2"), (slow, "slow")):
     cb = sha.callback(arch_id=name)
     for e in range(1, 19):
-      if cb(e, {"valid_loss": float(curve[e - 1])}):
+      reasons[name] = cb(e, {"valid_loss": float(curve[e - 1])})
+      if reasons[name]:
         break
   d = sha.records["flat2"]  # behind "flat" at epoch 2 either way (2 runs there: keep 1)
-  assert d.stop and d.tau == 2 and (d.predicted is not None) is predict and d.prob is None
+  # The predicted final value is recorded either way (for the history line); only the ranking differs.
+  assert d.stop and d.tau == 2 and d.prob is None
+  assert d.predicted == pytest.approx(sha.regressor.predict((flat + 0.5)[None, :2], tau=2)[0][0])
+  ranked = "predicted final valid_loss" if predict else "valid_loss 2.505 not in the best 1 of 2"
+  assert ranked in reasons["flat2"] and reasons["flat2"].endswith(
+      "at this rung" if predict else f"at this rung (predicted final {d.predicted:.4g})")
   if predict:  # predicted 3.83 - 10 * 1.11 < 0: kept at both rungs, completes, sets the best
     assert "slow" not in sha.records and sha.best == pytest.approx(slow[-1])
   else:
     assert sha.records["slow"].tau == 2 and sha.best == pytest.approx(flat[-1])
+
+
+def test_observed_ranking_without_a_model_records_no_prediction():
+  sha = hyperband.SuccessiveHalving(higher_is_better=True, epochs=4, brackets="sha", eta=2,
+                                    predict=False, metric="valid_acc", min_curves=3)
+  assert sha.rungs_of(sha.s_max) == (1, 2)
+  reasons = {}
+  for name, acc in (("a", 50.0), ("b", 40.0)):  # no completed run yet: no model, nothing to predict
+    cb = sha.callback(arch_id=name)
+    reasons[name] = next((r for e in range(1, 5) if (r := cb(e, {"valid_acc": acc + e}))), None)
+  assert reasons["a"] is None and reasons["b"].endswith("valid_acc 41 not in the best 1 of 2 at this rung")
+  assert sha.records["b"].predicted is None and sha.regressor is None and sha.best == 54.0
 
 
 def test_simulated_hyperband_with_a_predictor():

@@ -20,8 +20,9 @@ settings: ``delta``, ``min_curves``, ``refit_every``, ``min_epoch``,
 that apply once it is on) stops a run when its predicted final
 validation metric will probably not beat the best completed run; with
 ``rule: "hyperband"`` (or ``"sha"``) runs are instead stopped at
-successive-halving rungs when their predicted final value is not in the top
-``1 / eta`` of the runs seen there (``nas_jax.predictors.hyperband``). A stopped
+successive-halving rungs when their predicted final value (or, with
+``predict: false``, their value there) is not in the top ``1 / eta`` of the
+runs seen there (``nas_jax.predictors.hyperband``). A stopped
 run's history line says so (``stopped``: epoch, reason and the ``predicted``
 final value); its search score is that of its last trained epoch. On resume
 the stopper re-learns from the history (``observe_history``) and a run
@@ -150,7 +151,8 @@ class ScratchEvaluator(Evaluator):
     sets ``early_stop``) turns them on. ``rule`` picks the stopper:
     ``"baker"`` (default: ``EarlyStopper``, Baker et al.'s probability rule)
     or ``"hyperband"`` / ``"sha"`` (``nas_jax.predictors.hyperband``:
-    successive-halving rungs ranked by predicted final values).
+    successive-halving rungs ranked by predicted final values, or by the values
+    there with ``predict: false``); ``hyperband.make_stopper`` builds it.
     """
     if settings is not None and not isinstance(settings, dict):
       raise ValueError(f"early_stop_settings must be a dict of stopper settings, got {settings!r}")
@@ -162,26 +164,11 @@ class ScratchEvaluator(Evaluator):
       raise ValueError(f"early_stop must be true, false or a dict of EarlyStopper settings, "
                        f"got {early_stop!r}")
     early_stop = {**(settings or {}), **early_stop}
-    rule = early_stop.pop("rule", "baker")
-    allowed = {"delta", "min_curves", "refit_every", "min_epoch", "model", "n_search", "cv"}
-    if rule in ("hyperband", "sha"):
-      allowed = allowed - {"delta"} | {"eta", "predict"}
-    elif rule != "baker":
-      raise ValueError(f"unknown early_stop rule {rule!r}; use 'baker', 'hyperband' or 'sha'")
-    unknown = sorted(set(early_stop) - allowed)
-    if unknown:
-      raise ValueError(f"unknown early_stop setting(s) {unknown} for rule {rule!r}; "
-                       f"allowed: {sorted(allowed)}")
     if self.train_config["epochs"] < 2:
       raise ValueError(f"early_stop needs runs of at least 2 epochs; epochs is "
                        f"{self.train_config['epochs']}")
-    if rule != "baker":
-      from nas_jax.predictors import hyperband  # pylint: disable=import-outside-toplevel
-      return hyperband.SuccessiveHalving.for_task(
-          self.task, epochs=self.train_config["epochs"], brackets=rule, **early_stop)
-    from nas_jax.predictors import learning_curves  # pylint: disable=import-outside-toplevel
-    return learning_curves.EarlyStopper.for_task(self.task, epochs=self.train_config["epochs"],
-                                                 **early_stop)
+    from nas_jax.predictors import hyperband  # pylint: disable=import-outside-toplevel
+    return hyperband.make_stopper(self.task, self.train_config["epochs"], early_stop)
 
   def observe_history(self, records: Sequence[dict[str, Any]]) -> None:
     """Feeds the completed runs of a resumed search's history to the early stopper.
