@@ -6,7 +6,8 @@ search. So the ``history.jsonl`` of a search without ``--early-stop`` (the
 reference) tells what any rule would have done: each run, in the history's
 order, is fed epoch by epoch to the rule's ``train_child`` callback
 (``nas_jax.predictors.hyperband.make_stopper``: the same stopper the runner
-builds from ``early_stop_settings``) until the callback stops it. Reported per
+builds from ``early_stop_settings``; ``hyperband.simulate_search`` in the
+history's order) until the callback stops it. Reported per
 history: the speedup (epochs of the reference / epochs the rule trains) and
 the gap of the best completed run's final score to the reference's best, and
 how many histories meet ``--speedup`` with a gap of at most ``--within``
@@ -30,6 +31,8 @@ import json
 import os
 import sys
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from nas_jax.predictors import hyperband
 from nas_jax.tasks import get_task
@@ -69,24 +72,12 @@ def replay(records: Sequence[Mapping[str, Any]], settings: Mapping[str, Any],
     ([4, 1, 4, 1], 0.0, 1.6)
   """
   t = get_task(task)
-  epochs = len(records[0]["curve"])
-  stopper = hyperband.make_stopper(t, epochs, dict(settings))
+  curves = np.array([[float(entry[t.metric]) for entry in r["curve"]] for r in records])
+  stopper = hyperband.make_stopper(t, curves.shape[1], dict(settings))
+  out = hyperband.simulate_search(stopper, curves, order=range(len(curves)))
   sign = 1.0 if t.higher_is_better else -1.0
-  stop_epochs, best = [], None
-  for r in records:
-    cb = stopper.callback(None, arch_id=r.get("arch_id"))
-    stop = epochs
-    for e, entry in enumerate(r["curve"], start=1):
-      if cb(e, dict(entry)):
-        stop = e
-        break
-    stop_epochs.append(stop)
-    final = float(r["curve"][-1][t.metric])
-    if stop == epochs and (best is None or sign * final > sign * best):
-      best = final
-  ref = max((float(r["curve"][-1][t.metric]) for r in records), key=lambda v: sign * v)
-  return {"speedup": len(records) * epochs / sum(stop_epochs), "best": best, "reference_best": ref,
-          "gap": sign * (best - ref), "stop_epochs": stop_epochs}
+  return {"speedup": out["speedup"], "best": out["best_found"], "reference_best": out["best_true"],
+          "gap": sign * (out["best_found"] - out["best_true"]), "stop_epochs": out["stop_epochs"]}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -393,16 +393,17 @@ def load_logs(path: str | os.PathLike | io.IOBase, *, column: str = "val_losses"
         main = _curve(log, column)
         if not np.all(np.isfinite(main)):
           raise ValueError(f"{column} holds non-finite values (a diverged run)")
-        arch = recipe_features(log["recepie"], log.get("num_params")) if "recepie" in log else (
-            {"num_params": float(log["num_params"]),
-             "log_params": math.log(max(float(log["num_params"]), 1.0))}
-            if "num_params" in log else {})
         recipe = ""
-        if "recepie" in log:
+        if "recepie" in log:  # parsed once, for the features and the recipe's identity
           parsed = json.loads(log["recepie"]) if isinstance(log["recepie"], str) else log["recepie"]
+          arch = recipe_features(parsed, log.get("num_params"))
           recipe = json.dumps(parsed, sort_keys=True)
           if arch_encoding == "paths":
             arch.update(recipe_path_features(parsed))
+        else:
+          arch = ({"num_params": float(log["num_params"]),
+                   "log_params": math.log(max(float(log["num_params"]), 1.0))}
+                  if "num_params" in log else {})
       except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError, json.JSONDecodeError,
               ValueError, TypeError, KeyError) as e:
         bad(member, str(e).splitlines()[0] if str(e) else type(e).__name__)

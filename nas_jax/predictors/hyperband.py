@@ -275,13 +275,14 @@ def make_stopper(task, epochs: int, settings: Mapping[str, Any]) -> lc.EarlyStop
   return SuccessiveHalving.for_task(task, epochs=epochs, brackets=rule, **settings)
 
 
-def simulate_search(stopper: lc.EarlyStopper, curves, *, static=None, seed: int = 0
-                    ) -> dict[str, Any]:
+def simulate_search(stopper: lc.EarlyStopper, curves, *, static=None, seed: int = 0,
+                    order: Sequence[int] | None = None) -> dict[str, Any]:
   """Random search over recorded curves with a stopper's callbacks (the curves act as the evaluator).
 
   Works for any ``EarlyStopper`` (Baker's rule) or ``SuccessiveHalving``: runs
-  are visited in a random order (``seed``) and fed epoch by epoch to a fresh
-  callback until it returns a reason.
+  are visited in a random order (``seed``), or in ``order`` when given (e.g.
+  a recorded search's own order), and fed epoch by epoch to a fresh callback
+  until it returns a reason.
 
   Returns:
     dict with ``epochs``, ``full_epochs``, ``speedup``, ``stopped``,
@@ -300,7 +301,7 @@ def simulate_search(stopper: lc.EarlyStopper, curves, *, static=None, seed: int 
   if stopper.epochs != epochs:
     raise ValueError(f"the stopper expects {stopper.epochs}-epoch curves, got {epochs}")
   stop_epochs = []
-  for i in np.random.default_rng(seed).permutation(n):
+  for i in np.random.default_rng(seed).permutation(n) if order is None else order:
     cb = stopper.callback(None if static is None else static[i])
     stop_at = epochs
     for e in range(1, epochs + 1):
