@@ -40,6 +40,19 @@ filters 11/16, 8/16, 14/32, 12/32, 15/64, 13/64 and 51 of 128 neurons kept);
 weights kept per layer, the fraction pruned, and the sparsity/accuracy curve
 over the outer iterations; ``plot_report`` draws it.
 
+Resuming: ``compress(data, config, checkpoint_dir=DIR)`` saves the whole state
+atomically (``nas_jax.checkpoint.SearchCheckpointer``) after the dense
+training, every outer iteration and the fine-tuning (and every
+``checkpoint_every_s`` seconds inside those two); called again with ``DIR`` it
+goes on from the latest checkpoint and returns the report an uninterrupted run
+returns, without recomputing what was saved (a finished run returns its saved
+report at once); another config or other data on ``DIR`` raise ``ValueError``
+and change nothing. ``experiments/compress.py --workdir W`` checkpoints into
+``W/checkpoints``::
+
+    report = compress(data, cfg, checkpoint_dir="w/checkpoints")  # Ctrl-C at outer iteration 12
+    report = compress(data, cfg, checkpoint_dir="w/checkpoints")  # resumes at outer iteration 13
+
 Example:
     >>> cfg = default_config()
     >>> cfg["lam"], cfg["target_pruned"]
@@ -47,7 +60,11 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import pathlib
 import time
 from typing import Any
 
@@ -56,6 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nas_jax.checkpoint import SearchCheckpointer
 from nas_jax.data import images as data_lib
 from nas_jax.oneshot import bayesnas
 
@@ -226,21 +244,121 @@ def _normalise(ds, x):
   return (x.astype(np.float32) / 255.0 - ds.mean) / ds.std
 
 
-def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None,
-             log: Any = None) -> dict[str, Any]:
+_PHASES = ("pretrain", "outer", "finetune", "done")
+
+
+def _data_identity(data: data_lib.ImageDataset) -> dict[str, Any]:
+  """What names the data of a run: its summary line, normalisation and a digest of every split's labels."""
+  return {"summary": data.summary(), "mean": np.asarray(data.mean, np.float64).round(6).tolist(),
+          "std": np.asarray(data.std, np.float64).round(6).tolist(),
+          "labels": {s: hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()[:12]
+                     for s, y in sorted(data.labels.items())}}
+
+
+def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+class _Checkpoints:
+  """The checkpoints of one ``compress`` run: ``SearchCheckpointer`` steps 1, 2, ... and ``settings.json``.
+
+  ``settings.json`` (the config and the data's identity, whose hash is the
+  checkpoints' fingerprint) names the settings that differ when a run with
+  other settings meets the directory; the fingerprint check refuses it in any case.
+  """
+
+  def __init__(self, directory: Any, settings: dict[str, Any], every_s: float):
+    self.directory = pathlib.Path(directory)
+    if self.directory.exists() and not self.directory.is_dir():
+      raise ValueError(f"checkpoint directory {self.directory} is a file; give a directory (use a fresh --workdir)")
+    self.settings = json.loads(json.dumps(settings))  # as it reads back from settings.json
+    fingerprint = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
+    self.every_s, self.last = every_s, time.monotonic()
+    self.directory.mkdir(parents=True, exist_ok=True)
+    self.ckpt = SearchCheckpointer(self.directory, fingerprint)
+    self.step = self.ckpt.latest_step() or 0
+    path = self.directory / "settings.json"
+    if not self.step:
+      _write_json_atomic(path, self.settings)
+    elif path.is_file():
+      self._check(path)
+
+  def _check(self, path: pathlib.Path) -> None:
+    try:
+      saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+      return  # a damaged record: the fingerprint check decides
+    if not isinstance(saved, dict) or saved == self.settings:
+      return
+    old, new = saved.get("config") or {}, self.settings["config"]
+    diffs = [f"{k} {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in sorted(set(old) | set(new))
+             if old.get(k) != new.get(k)]
+    old, new = saved.get("data") or {}, self.settings["data"]
+    if old.get("summary") != new["summary"]:
+      diffs.append(f"data {old.get('summary')!r} -> {new['summary']!r}")
+    elif old != new:
+      diffs.append(f"data {new['summary']!r} with other labels or normalisation")
+    raise ValueError(f"{self.directory} holds the checkpoints of a compression run with other settings "
+                     f"({'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}); use a fresh --workdir, "
+                     "or the same settings to resume")
+
+  def restore(self, templates: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    return self.ckpt.restore({"state": templates}) if self.step else None
+
+  def due(self) -> bool:
+    """Whether a checkpoint inside a phase of epochs is due (``every_s`` seconds since the last)."""
+    return time.monotonic() - self.last >= self.every_s
+
+  def save(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    self.step += 1
+    self.ckpt.save(self.step, {"state": state}, meta)
+    self.last = time.monotonic()
+
+
+def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None, log: Any = None,
+             checkpoint_dir: Any = None, checkpoint_every_s: float = 60.0) -> dict[str, Any]:
   """Trains LeNet-5 with switches under the ARD prior, prunes, fine-tunes; returns the report.
+
+  With ``checkpoint_dir`` the run is resumable with nothing lost: the whole
+  state (weights, switches, both optimizer states, ``omega``, ``gamma``, the
+  batch-order generator's state, the curve, the phase and its counters, the
+  dense and pruned accuracies, the time spent) is saved atomically
+  (``nas_jax.checkpoint.SearchCheckpointer``) after the dense training, after
+  every outer iteration, after the fine-tuning, and inside the dense training
+  and the fine-tuning after an epoch once ``checkpoint_every_s`` seconds have
+  passed since the last save. Each save comes before that step's ``log`` line.
+  A later call with the same directory restores the latest checkpoint and goes
+  on from there: the report is the one an uninterrupted run returns, and what
+  was saved is not recomputed (a finished run returns its saved report at
+  once). A directory written with other settings or data raises ``ValueError``
+  and nothing in it changes.
 
   Args:
     data: an ``ImageDataset`` with ``train`` and ``test`` splits (digits).
     config: overrides of ``default_config()``; unknown keys raise ``ValueError``.
     log: called with one line of progress after the dense training, each outer
-      iteration and the fine-tuning (``experiments/compress.py`` prints them).
+      iteration and the fine-tuning, and on resuming (``experiments/compress.py``
+      prints them).
+    checkpoint_dir: where to checkpoint and resume from (None: no checkpoints).
+    checkpoint_every_s: the least time between two checkpoints inside the dense
+      training or the fine-tuning (0: after every epoch); not part of the settings.
 
   Returns:
     ``{"dense_test_acc", "pruned_test_acc", "finetuned_test_acc", "weights_total",
     "weights_kept", "kept_per_layer", "units_kept", "pruned_fraction", "curve"}``;
     ``curve`` lists per outer iteration ``{"iteration", "test_acc"`` (switches
     as trained), ``"pruned_fraction"`` (if pruned there), ``"log10_gamma_min"}``.
+
+  Example:
+    >>> cfg = {"train_size": 128, "pretrain_epochs": 1, "outer_iterations": 2, "finetune_epochs": 1}
+    >>> report = compress(data, cfg, checkpoint_dir="w/checkpoints")  # doctest: +SKIP
+    >>> compress(data, cfg, checkpoint_dir="w/checkpoints") == report  # finished: read back  # doctest: +SKIP
+    True
   """
   defaults = default_config()
   cfg = {**defaults, **(config or {})}
@@ -262,6 +380,9 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None,
     mode = "exact" if n_switches <= cfg["exact_max_switches"] else "hutchinson"
   if mode not in ("exact", "hutchinson"):
     raise ValueError(f"hessian must be 'auto', 'exact' or 'hutchinson', got {cfg['hessian']!r}")
+  saver = None
+  if checkpoint_dir is not None:
+    saver = _Checkpoints(checkpoint_dir, {"config": cfg, "data": _data_identity(data)}, checkpoint_every_s)
   params = init_model(model, jax.random.key(cfg["seed"]), shape, classes)
   switches = {k: jnp.ones(n) for k, n in units.items()}
   omega = {k: np.ones(n, np.float32) for k, n in units.items()}
@@ -269,6 +390,42 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None,
   lam = float(cfg["lam"])
   tx_w, tx_s = optax.adamw(cfg["lr"], weight_decay=cfg["weight_decay"]), optax.sgd(cfg["switch_lr"])
   opt_w, opt_s = tx_w.init(params), tx_s.init(switches)
+  rng = np.random.default_rng(cfg["seed"])
+  # where the run stands: the phase and how much of it is done (epochs; outer iterations in "outer")
+  phase, done, curve, dense_acc, pruned_acc = "pretrain", 0, [], None, None
+  restored = saver.restore({"params": params, "switches": switches, "opt_w": opt_w, "opt_s": opt_s,
+                            "omega": omega, "gamma": gamma}) if saver else None
+  if restored is not None:
+    trees, meta = restored
+    if meta.get("phase") not in _PHASES:
+      raise ValueError(f"checkpoint {saver.step} in {saver.directory} has no known phase; use a fresh --workdir")
+    if meta["phase"] == "done":
+      log(f"finished earlier: the report of checkpoint {saver.step} in {saver.directory} "
+          f"({meta['elapsed_s']:.0f} s of compute)")
+      return meta["report"]
+    state = trees["state"]
+    params, switches, opt_w, opt_s = state["params"], state["switches"], state["opt_w"], state["opt_s"]
+    omega.update(state["omega"])
+    gamma.update(state["gamma"])
+    rng.bit_generator.state = meta["rng"]
+    phase, done, curve = meta["phase"], meta["done"], meta["curve"]
+    dense_acc, pruned_acc = meta["dense_test_acc"], meta["pruned_test_acc"]
+    t0 -= meta["elapsed_s"]
+    what = {"pretrain": f"dense training epoch {done} of {cfg['pretrain_epochs']}",
+            "outer": f"outer iteration {done} of {cfg['outer_iterations']}",
+            "finetune": f"fine-tuning epoch {done} of {cfg['finetune_epochs']}"}[phase]
+    log(f"resumed from checkpoint {saver.step} in {saver.directory}: {what} done "
+        f"({meta['elapsed_s']:.0f} s of compute so far)")
+
+  def save(report=None):
+    """Checkpoints the state as it stands (``phase``, ``done`` and the rest read at call time)."""
+    if saver is None:
+      return
+    saver.save({"params": params, "switches": switches, "opt_w": opt_w, "opt_s": opt_s, "omega": omega,
+                "gamma": gamma},
+               {"phase": phase, "done": done, "curve": curve, "dense_test_acc": dense_acc,
+                "pruned_test_acc": pruned_acc, "rng": rng.bit_generator.state,
+                "elapsed_s": time.perf_counter() - t0, "report": report})
 
   def ce(p, s, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(apply_model(model, p, s, x), y).mean()
@@ -299,7 +456,6 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None,
     return unravel(jax.lax.map(lambda k: bayesnas.hessian_diagonal(f, flat, mode="hutchinson", key=k),
                                probes).mean(0))
 
-  rng = np.random.default_rng(cfg["seed"])
   bs = cfg["batch_size"]
 
   def epoch(p, s, ow, os_, on, keep=None):
@@ -312,48 +468,69 @@ def compress(data: data_lib.ImageDataset, config: dict[str, Any] | None = None,
         s = {k: s[k] * keep[k] for k in s}
     return p, s, ow, os_
 
-  for _ in range(cfg["pretrain_epochs"]):
-    params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 0.0)
-  dense_acc = float(accuracy(params, switches, xs, ys))
-  log(f"dense {model}: test acc {dense_acc:.2f}% after {cfg['pretrain_epochs']} epochs on {len(yt)} images "
-      f"({time.perf_counter() - t0:.0f} s)")
-  total_weights = sum(kept_weights({k: np.ones(n) for k, n in units.items()}, shape, classes, model).values())
-  curve = []
-  for it in range(cfg["outer_iterations"]):
-    params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 1.0)
-    idx = rng.permutation(len(xt))[:cfg["hessian_samples"]]
-    h = jax.device_get(hess(params, switches, xt[idx], yt[idx], jax.random.key(cfg["seed"] * 1000 + it)))
-    sw = {k: np.asarray(v, np.float64) for k, v in jax.device_get(switches).items()}
-    for k in units:  # one flat group of switches per layer, no edge level: the hierarchy's top is fixed at 1
-      out = bayesnas.ard_update(np.ones(1), sw[k][None], np.zeros(1), np.asarray(h[k])[None], np.full(1, 1e12),
-                                gamma[k][None], lam_edge=lam, lam_op=lam)
-      gamma[k], omega[k] = out["gamma_op"][0], out["omega_op"][0].astype(np.float32)
-    keep = {k: gamma[k] >= cfg["prune_threshold"] for k in units}
-    kept = sum(kept_weights(keep, shape, classes, model).values())
-    curve.append({"iteration": it + 1, "test_acc": round(float(accuracy(params, switches, xs, ys)), 3),
-                  "pruned_fraction": round(1 - kept / total_weights, 4),
-                  "log10_gamma_min": round(float(min(np.log10(np.maximum(g, 1e-30)).min() for g in gamma.values())), 3)})
-    log(f"outer iteration {it + 1}: {100 * curve[-1]['pruned_fraction']:.1f}% of weights pruned, test acc "
-        f"{curve[-1]['test_acc']:.2f}%, log10 gamma min {curve[-1]['log10_gamma_min']} "
+  if phase == "pretrain":
+    while done < cfg["pretrain_epochs"]:
+      params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 0.0)
+      done += 1
+      if saver and done < cfg["pretrain_epochs"] and saver.due():
+        save()
+    dense_acc = float(accuracy(params, switches, xs, ys))
+    phase, done = "outer", 0
+    save()
+    log(f"dense {model}: test acc {dense_acc:.2f}% after {cfg['pretrain_epochs']} epochs on {len(yt)} images "
         f"({time.perf_counter() - t0:.0f} s)")
-    if cfg["target_pruned"] is not None and curve[-1]["pruned_fraction"] >= cfg["target_pruned"]:
-      break
+  total_weights = sum(kept_weights({k: np.ones(n) for k, n in units.items()}, shape, classes, model).values())
+
+  def outer_finished():
+    return done >= cfg["outer_iterations"] or (cfg["target_pruned"] is not None and bool(curve)
+                                               and curve[-1]["pruned_fraction"] >= cfg["target_pruned"])
+
+  if phase == "outer":
+    while not outer_finished():
+      it = done
+      params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 1.0)
+      idx = rng.permutation(len(xt))[:cfg["hessian_samples"]]
+      h = jax.device_get(hess(params, switches, xt[idx], yt[idx], jax.random.key(cfg["seed"] * 1000 + it)))
+      sw = {k: np.asarray(v, np.float64) for k, v in jax.device_get(switches).items()}
+      for k in units:  # one flat group of switches per layer, no edge level: the hierarchy's top is fixed at 1
+        out = bayesnas.ard_update(np.ones(1), sw[k][None], np.zeros(1), np.asarray(h[k])[None],
+                                  np.full(1, 1e12), gamma[k][None], lam_edge=lam, lam_op=lam)
+        gamma[k], omega[k] = out["gamma_op"][0], out["omega_op"][0].astype(np.float32)
+      keep = {k: gamma[k] >= cfg["prune_threshold"] for k in units}
+      kept = sum(kept_weights(keep, shape, classes, model).values())
+      curve.append({"iteration": it + 1, "test_acc": round(float(accuracy(params, switches, xs, ys)), 3),
+                    "pruned_fraction": round(1 - kept / total_weights, 4),
+                    "log10_gamma_min": round(float(min(np.log10(np.maximum(g, 1e-30)).min()
+                                                       for g in gamma.values())), 3)})
+      done = it + 1
+      save()
+      log(f"outer iteration {it + 1}: {100 * curve[-1]['pruned_fraction']:.1f}% of weights pruned, test acc "
+          f"{curve[-1]['test_acc']:.2f}%, log10 gamma min {curve[-1]['log10_gamma_min']} "
+          f"({time.perf_counter() - t0:.0f} s)")
   keep = {k: (gamma[k] >= cfg["prune_threshold"]).astype(np.float32) for k in units}
-  switches = {k: switches[k] * keep[k] for k in switches}
-  pruned_acc = float(accuracy(params, switches, xs, ys))
-  opt_w = tx_w.init(params)
-  for _ in range(cfg["finetune_epochs"]):  # switches frozen (on = 0), pruned units stay at 0
+  if phase == "outer":  # prune; the fine-tuning's checkpoints hold the pruned switches and its optimizer state
+    switches = {k: switches[k] * keep[k] for k in switches}
+    pruned_acc = float(accuracy(params, switches, xs, ys))
+    opt_w = tx_w.init(params)
+    phase, done = "finetune", 0
+  while done < cfg["finetune_epochs"]:  # switches frozen (on = 0), pruned units stay at 0
     params, switches, opt_w, opt_s = epoch(params, switches, opt_w, opt_s, 0.0, keep)
+    done += 1
+    if saver and done < cfg["finetune_epochs"] and saver.due():
+      save()
   per_layer = kept_weights(keep, shape, classes, model)
   kept = sum(per_layer.values())
   finetuned_acc = float(accuracy(params, switches, xs, ys))
+  report = {"dense_test_acc": round(dense_acc, 3), "pruned_test_acc": round(pruned_acc, 3),
+            "finetuned_test_acc": round(finetuned_acc, 3),
+            "weights_total": int(total_weights), "weights_kept": int(kept), "kept_per_layer": per_layer,
+            "units_kept": {k: int(v.sum()) for k, v in keep.items()},
+            "pruned_fraction": round(1 - kept / total_weights, 4), "curve": curve, "config": cfg}
+  phase = "done"
+  save(report)
   log(f"pruned: test acc {pruned_acc:.2f}%, after {cfg['finetune_epochs']} fine-tuning epochs "
       f"{finetuned_acc:.2f}% ({time.perf_counter() - t0:.0f} s)")
-  return {"dense_test_acc": round(dense_acc, 3), "pruned_test_acc": round(pruned_acc, 3),
-          "finetuned_test_acc": round(finetuned_acc, 3),
-          "weights_total": int(total_weights), "weights_kept": int(kept), "kept_per_layer": per_layer,
-          "units_kept": {k: int(v.sum()) for k, v in keep.items()},
-          "pruned_fraction": round(1 - kept / total_weights, 4), "curve": curve, "config": cfg}
+  return report
 
 
 def plot_report(report: dict[str, Any], path: Any) -> None:
