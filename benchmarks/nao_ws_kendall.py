@@ -103,7 +103,7 @@ def train_supernet_like_search(cfg: dict[str, Any], dataset, log=print):
   """
   from nas_jax import registry  # pylint: disable=import-outside-toplevel
   from nas_jax.runner.search import search_round  # pylint: disable=import-outside-toplevel
-  space = registry.get_space(cfg["space"])
+  space = registry.get_space(cfg["space"], **cfg["space_options"])
   strategy = registry.get_strategy(cfg["strategy"]["name"])(
       space, {k: v for k, v in cfg["strategy"].items() if k != "name"})
   ev_name = cfg["evaluator"]["name"]

@@ -5,6 +5,7 @@
     python experiments/run.py --strategy darts --space nb201 --dataset imagefolder:/data/cifar10
     python experiments/run.py --strategy random --space rnn --dataset ptb --data-dir /data/ptb
     python experiments/run.py --config my_config.py --set strategy.population_size=20
+    python experiments/run.py --strategy enas_oneshot --space macro --set space_options.num_layers=24
     python experiments/run.py --strategy random --evaluator scratch --budget 20 --early-stop
     python experiments/run.py --strategy bayesnas-compress --model lenet5   (experiments/compress.py)
 
@@ -111,18 +112,20 @@ def summary(result: dict, workdir: pathlib.Path) -> str:
   else:
     final_text = f"final test acc     : not measured ({result['final_source']})"
   files = [p.name for p in sorted(workdir.iterdir()) if p.is_file() and p.suffix != ".tmp"]
+  from nas_jax.runner import config as config_lib  # pylint: disable=import-outside-toplevel
+  space = config_lib.space_label(result)  # with its space_options, e.g. macro(num_layers=6)
   oneshot = result.get("kind") == "oneshot"
   if result.get("kind") == "growth":  # Petridish: every model is grown from a trained parent
-    where, how = f"{result['space']}/{result['dataset']}", "forward growth"
+    where, how = f"{space}/{result['dataset']}", "forward growth"
     count = f"{result['num_evaluations']} trained models"
     picked = f"model {result['best_index'] + 1} of {result['num_evaluations']}"
   elif oneshot:
-    where, how = f"{result['space']}/{result['dataset']}", "one-shot"
+    where, how = f"{space}/{result['dataset']}", "one-shot"
     count = f"{result['num_evaluations']} epochs"
     picked = f"derived after epoch {result['best_index'] + 1}"
   else:
-    where = (f"{result['space']} (tabular benchmark)" if result["evaluator"] == "tabular"
-             else f"{result['space']}/{result['dataset']}")
+    where = (f"{space} (tabular benchmark)" if result["evaluator"] == "tabular"
+             else f"{space}/{result['dataset']}")
     how, count = f"evaluator {result['evaluator']}", f"{result['num_evaluations']} architectures"
     picked = f"evaluation {result['best_index'] + 1} of {result['num_evaluations']}"
   size = ""
@@ -169,7 +172,8 @@ def make_parser() -> argparse.ArgumentParser:
   p = OneLineErrorParser(description=__doc__.split("\n\n")[0],
               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   p.add_argument("--strategy", help="search strategy (registry name), e.g. random, nao")
-  p.add_argument("--space", help="search space: nasnet, nb201, darts, macro or rnn")
+  p.add_argument("--space", help="search space: nasnet, nb201, darts, macro or rnn (sizes: --set "
+                 "space_options.num_layers=24 on macro, space_options.num_nodes=9 on rnn)")
   p.add_argument("--dataset", help="digits, cifar10, cifar100, a tfds name, imagefolder:PATH, or "
                  "ptb (Penn Treebank: --data-dir or $NAS_JAX_PTB_DIR)")
   p.add_argument("--evaluator", help="auto, tabular, scratch or supernet")

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
       config["dataset"] = record["dataset"]
     if args.config:
       config = experiment.merge(config, experiment.load_config_file(args.config))
-    config["space"] = record["space"]
+    config["space"], config["space_options"] = record["space"], record["space_options"]
     flags = {"dataset": args.dataset, "seed": args.seed, "data_dir": args.data_dir}
     config.update({k: v for k, v in flags.items() if v is not None})
     if args.epochs is not None:

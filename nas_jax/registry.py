@@ -10,6 +10,10 @@ Example:
     >>> Strategy = registry.get_strategy("evolution")
     >>> space.name, Strategy.__name__
     ('nb201', 'RegularizedEvolution')
+    >>> registry.get_space("rnn", num_nodes=9, output="mean")  # constructor arguments: space options
+    RNNSpace(num_nodes=9, output='mean')
+    >>> registry.space_options("macro")
+    ['num_layers']
     >>> registry.get_evaluator("table")
     Traceback (most recent call last):
     ...
@@ -18,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 SPACES: dict[str, str] = {
@@ -72,9 +77,53 @@ def lookup(kind: str, name: str) -> Any:
   return getattr(importlib.import_module(module), attr)
 
 
-def get_space(name: str):
-  """A search-space instance by name."""
-  return lookup("space", name)()
+def space_options(name: str) -> list[str] | None:
+  """The options of space ``name``: its constructor's keyword arguments (None: it takes any).
+
+  Example:
+    >>> space_options("rnn"), space_options("nasnet")
+    (['num_nodes', 'output'], [])
+  """
+  params = inspect.signature(lookup("space", name)).parameters.values()
+  if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+    return None
+  return [p.name for p in params
+          if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+
+def check_space_options(name: str, options: Any) -> dict[str, Any]:
+  """``options`` as a dict, checked against the options of space ``name`` (not their values).
+
+  Raises:
+    ValueError: not a dict, or an option the space's constructor does not
+      take; the message names the space, the option and the allowed ones.
+
+  Example:
+    >>> check_space_options("macro", {"num_nodes": 9})
+    Traceback (most recent call last):
+    ...
+    ValueError: space 'macro' has no option 'num_nodes'; its options: ['num_layers']
+  """
+  if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+    raise ValueError(f"options of space {name!r} must be a dict of its constructor's keyword arguments, "
+                     f"got {options!r}")
+  allowed = space_options(name)
+  unknown = [] if allowed is None else sorted(set(options) - set(allowed))
+  if unknown:
+    what = f"option {unknown[0]!r}" if len(unknown) == 1 else f"options {unknown}"
+    raise ValueError(f"space {name!r} has no {what}; " +
+                     (f"its options: {allowed}" if allowed else "it takes no options"))
+  return dict(options)
+
+
+def get_space(name: str, **options: Any):
+  """A search-space instance by name, built with ``options`` (its constructor's keyword arguments).
+
+  Raises:
+    ValueError: an unknown name or option (``check_space_options``), or a bad
+      value (the space's own message).
+  """
+  return lookup("space", name)(**check_space_options(name, options))
 
 
 def get_strategy(name: str):

@@ -7,7 +7,11 @@ needs the fields it changes.
 
 Fields:
   seed: int, the one seed of the whole experiment (search and final training).
-  space: search space (``nas_jax.registry.SPACES``): "nasnet" or "nb201".
+  space: search space (``nas_jax.registry.SPACES``): "nasnet", "nb201", "darts", "macro",
+    "rnn", "petridish" or "petridish_cell".
+  space_options: keyword arguments of the space's constructor, {} for its defaults: e.g.
+    {"num_layers": 24} on macro (ENAS: 12), {"num_nodes": 9, "output": "mean"} on rnn
+    (DARTS's cell; ENAS: 12 nodes, "loose_ends"); an option the space lacks is refused.
   dataset: "digits" (embedded), "cifar10", "cifar100", a tfds name, or
     "imagefolder:PATH". Unused by the tabular evaluator.
   data_dir: tfds data directory (not part of the experiment's identity).
@@ -29,6 +33,7 @@ Fields:
 
 Example:
     python experiments/run.py --strategy random --set budget=4 --set final.epochs=2
+    python experiments/run.py --strategy enas_oneshot --space macro --set space_options.num_layers=24
 """
 
 
@@ -36,6 +41,7 @@ def get_config():
   return {
       "seed": 0,
       "space": "nasnet",
+      "space_options": {},
       "dataset": "digits",
       "data_dir": None,
       "data": {},

@@ -14,7 +14,9 @@ Sized to finish in minutes on 2 CPU cores on the embedded digits data (ENAS:
 then trained from scratch. On ``nb201`` with ``--evaluator supernet`` the
 ``nb201`` preset (tuned on the table: one architecture per step) is rarely
 what you want: add ``--set strategy.preset=cifar_micro``, or run ENAS proper,
-``--strategy enas_oneshot`` (``nas_jax.oneshot.enas``).
+``--strategy enas_oneshot`` (``nas_jax.oneshot.enas``). On ``--space macro``
+the number of layers is a space option (ENAS: 12; ``--set
+space_options.num_layers=24``), which the supernet and the controller follow.
 """
 
 

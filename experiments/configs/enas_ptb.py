@@ -2,8 +2,10 @@
 
     python experiments/run.py --config experiments/configs/enas_ptb.py --data-dir /path/to/ptb
 
-The recurrent-cell space (12 nodes, ENAS ``--child_rhn_depth=12``); the
-shared RNN language model (``nas_jax.evaluators.lm_supernet``) trained with
+The recurrent-cell space (12 nodes, ENAS ``--child_rhn_depth=12``; DARTS's
+9-node cell averaging its nodes: ``--set space_options.num_nodes=9 --set
+space_options.output=mean``, the shared weights and the controller follow
+the space); the shared RNN language model (``nas_jax.evaluators.lm_supernet``) trained with
 truncated BPTT, one fresh controller sample per window; after every
 ``child_steps`` windows, ``controller_steps`` REINFORCE steps of 10 samples,
 each rewarded with ``80 / ppl`` on one validation window

@@ -203,9 +203,11 @@ class SupernetEvaluator(Evaluator):
   @property
   def net_config(self):
     cfg = self.config
+    space_fields = getattr(self.supernet, "space_fields", None)  # the space's size (macro: num_layers)
     return self.supernet.config(
         num_classes=self.dataset.num_classes, init_channels=cfg["init_channels"],
-        layers=cfg["layers"], num_nodes=cfg["num_nodes"])
+        layers=cfg["layers"], num_nodes=cfg["num_nodes"],
+        **(space_fields(self.space) if space_fields is not None else {}))
 
   def _optimizer(self) -> optax.GradientTransformation:
     cfg = self.config

@@ -34,7 +34,9 @@ class WeightSharing(Protocol):
 
   ``config(**fields)`` builds the family's network config (``num_classes``,
   ``init_channels``, ``layers``, ... as the family documents); the rest takes
-  that config.
+  that config. Optionally ``space_fields(space)`` gives the config fields a
+  space fixes (the macro space's ``num_layers``; ``supernet.WeightSharingBase``:
+  none), which evaluators pass to ``config``.
   """
 
   def config(self, **fields: Any) -> Any:

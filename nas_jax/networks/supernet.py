@@ -205,6 +205,15 @@ class WeightSharingBase:
     """The network config from keyword fields (unknown ones raise ``ValueError``)."""
     return config_from_fields(self.config_class, fields)
 
+  def space_fields(self, space: Any) -> dict[str, Any]:
+    """Config fields that the space fixes (the size its architectures have); none by default.
+
+    An evaluator passes them to ``config`` beside its own settings, so the
+    supernet follows a space built with other ``space_options``.
+    """
+    del space
+    return {}
+
   def default_optimizer(self, learning_rate: float | optax.Schedule = 0.05, momentum: float = 0.9,
                         weight_decay: float = 3e-4, clip_norm: float = 5.0) -> optax.GradientTransformation:
     """See the module function ``default_optimizer``."""

@@ -7,10 +7,23 @@ library's defaults, ``experiments/configs/default.py`` and
 ``validate_config`` checks one and resolves ``evaluator.name = "auto"``;
 ``fingerprint`` names the experiment (a workdir holds one experiment).
 
+``space_options`` (a dict, default ``{}``) are keyword arguments of the
+space's constructor (``registry.get_space(space, **space_options)``): the
+sizes of spaces that have them, e.g. ``{"num_nodes": 9, "output": "mean"}``
+for DARTS's recurrent cell on ``rnn`` (default: ENAS's 12 nodes, loose
+ends), ``{"num_layers": 24}`` on ``macro`` (default 12), ``stages``,
+``layers_per_stage`` / ``cells_per_stage`` and ``max_layers`` on the
+Petridish spaces; on the command line ``--set space_options.num_nodes=9``.
+They are part of the experiment (its fingerprint, ``best_arch.json``,
+``result.json``); an option the space does not take is refused with the
+ones it does (``registry.space_options``).
+
 Example:
     >>> cfg = validate_config(merge(default_config(), {"space": "nb201", "budget": 20}))
     >>> cfg["evaluator"]["name"], len(fingerprint(cfg))
     ('tabular', 16)
+    >>> space_label(validate_config(merge(default_config(), {"space": "macro", "space_options": {"num_layers": 6}})))
+    'macro(num_layers=6)'
 """
 from __future__ import annotations
 
@@ -46,6 +59,7 @@ def default_config() -> dict[str, Any]:
   return {
       "seed": 0,
       "space": "nasnet",
+      "space_options": {},  # keyword arguments of the space's constructor (module docstring)
       "dataset": "digits",
       "data_dir": None,
       "data": {},           # extra arguments of the task's loader (valid_fraction, ...)
@@ -140,6 +154,7 @@ def validate_config(config: Any, *, search: bool = True) -> dict[str, Any]:
       raise ValueError(f"{k}.name must be a non-empty string, got {name!r}")
   if cfg["space"] not in registry.SPACES:
     raise ValueError(f"unknown space {cfg['space']!r}; choose one of {sorted(registry.SPACES)}")
+  cfg["space_options"] = validate_space_options(cfg["space"], cfg["space_options"])
   if cfg["strategy"]["name"] not in registry.STRATEGIES:
     raise ValueError(f"unknown strategy {cfg['strategy']['name']!r}; "
                      f"choose one of {sorted(registry.STRATEGIES)}")
@@ -201,6 +216,44 @@ def _evaluator_dataset(cfg: dict[str, Any]) -> None:
                    f"are of {fixed!r}; drop --dataset, or train on it with another --evaluator")
 
 
+def validate_space_options(space: str, options: Any) -> dict[str, Any]:
+  """The ``space_options`` of a config, checked: names against the space's
+  constructor, values by building the space once.
+
+  Raises:
+    ValueError: ``space_options: `` and the problem, e.g. an option the space
+      does not take (naming the ones it does) or the space's own message on a
+      bad value.
+
+  Example:
+    >>> validate_space_options("rnn", {"num_nodes": 9, "output": "mean"})
+    {'num_nodes': 9, 'output': 'mean'}
+    >>> validate_space_options("rnn", {"num_layers": 9})
+    Traceback (most recent call last):
+    ...
+    ValueError: space_options: space 'rnn' has no option 'num_layers'; its options: ['num_nodes', 'output']
+  """
+  try:
+    options = registry.check_space_options(space, options)
+    registry.get_space(space, **options)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"space_options: {e}") from None
+  return options
+
+
+def space_label(config: dict[str, Any]) -> str:
+  """The space of a config, result or ``best_arch.json`` with its options: ``"macro(num_layers=6)"``.
+
+  Example:
+    >>> space_label({"space": "rnn", "space_options": {"num_nodes": 9}}), space_label({"space": "nb201"})
+    ('rnn(num_nodes=9)', 'nb201')
+  """
+  options = config.get("space_options") or {}
+  if not options:
+    return str(config["space"])
+  return f"{config['space']}({', '.join(f'{k}={v!r}' for k, v in sorted(options.items()))})"
+
+
 def check_task(space: str, dataset: str) -> None:
   """Rejects a dataset whose task the space's networks do not serve.
 
@@ -224,15 +277,27 @@ def check_task(space: str, dataset: str) -> None:
                    + (f"use --space {' or '.join(fits)}" if fits else "no space serves it"))
 
 
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+  """The result-relevant part of a config: without ``NOT_FINGERPRINTED``, and without
+  ``space_options`` when empty (so a config written before that key existed names the same
+  experiment as one with ``{}``).
+
+  Example:
+    >>> identity({"space": "rnn", "space_options": {}, "data_dir": "/d"})
+    {'space': 'rnn'}
+  """
+  return {k: v for k, v in config.items()
+          if k not in NOT_FINGERPRINTED and not (k == "space_options" and v == {})}
+
+
 def fingerprint(config: dict[str, Any]) -> str:
-  """A short hash of the result-relevant part of a resolved config.
+  """A short hash of the result-relevant part of a resolved config (``identity``).
 
   Example:
     >>> fingerprint(validate_config(default_config())) == fingerprint(validate_config(default_config()))
     True
   """
-  relevant = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
-  text = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
+  text = json.dumps(identity(config), sort_keys=True, separators=(",", ":"))
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

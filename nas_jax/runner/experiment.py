@@ -20,8 +20,8 @@ history.jsonl      ask/tell: one line per evaluated architecture (index,
                    one-shot: one line per epoch (the derived genotype, its
                    search score, training metrics, arch_params summary)
 checkpoints/       orbax checkpoints of the whole search state (last 2)
-best_arch.json     space + genotype of the best architecture (for
-                   ``experiments/train.py --arch``)
+best_arch.json     space, space_options + genotype of the best architecture
+                   (for ``experiments/train.py --arch``)
 result.json        best_genotype, best_search_score, final_test_acc,
                    final_curve, the Pareto frontier (search score vs FLOPs),
                    timings, non-finite counts
@@ -143,7 +143,7 @@ def build(cfg: dict[str, Any], workdir: pathlib.Path) -> Parts:
 
   Bad settings and unusable data fail here, before anything is written.
   """
-  space = registry.get_space(cfg["space"])
+  space = registry.get_space(cfg["space"], **cfg["space_options"])
   cache: list[Any] = []
 
   def data_fn():
@@ -270,11 +270,12 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
   space = parts.space
   dataset_name = getattr(parts.evaluator, "dataset_name", cfg["dataset"])
   unit = "epochs" if parts.kind == "oneshot" else "evaluations"
-  report.plot_search(records, workdir / "search.png",
-                     f"{cfg['strategy']['name']} on {cfg['space']}/{dataset_name}", xlabel=unit)
+  where = f"{config_lib.space_label(cfg)}/{dataset_name}"
+  report.plot_search(records, workdir / "search.png", f"{cfg['strategy']['name']} on {where}", xlabel=unit)
   best_arch = space.from_genotype(best["genotype"])
   workdir_lib.write_json(workdir / "best_arch.json", {
-      "space": cfg["space"], "genotype": best["genotype"], "arch_id": best["arch_id"],
+      "space": cfg["space"], "space_options": cfg["space_options"], "genotype": best["genotype"],
+      "arch_id": best["arch_id"],
       "arch": np.asarray(best_arch).tolist(), "search_score": best["search_score"],
       "dataset": dataset_name, "strategy": cfg["strategy"]["name"]})
   log.info("search done: best %s search_score %.4f (%s)", best["arch_id"], best["search_score"],
@@ -283,7 +284,7 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
   front = report.pareto_front(records)
   if front:
     report.plot_pareto(records, front, workdir / "pareto.png",
-                       f"{cfg['strategy']['name']} on {cfg['space']}/{dataset_name}: frontier")
+                       f"{cfg['strategy']['name']} on {where}: frontier")
 
   t_final = time.perf_counter()
   report_out = reporter.report(best_arch) if reporter is not None else None
@@ -321,7 +322,8 @@ def _run(cfg: dict[str, Any], workdir: pathlib.Path, quiet: bool, t_start: float
                       references=references)
   search_seconds = ctx.search_seconds
   result = {
-      "strategy": cfg["strategy"]["name"], "space": cfg["space"], "dataset": dataset_name,
+      "strategy": cfg["strategy"]["name"], "space": cfg["space"], "space_options": cfg["space_options"],
+      "dataset": dataset_name,
       "evaluator": cfg["evaluator"]["name"] if parts.kind == "ask_tell" else None,
       "kind": parts.kind, "seed": cfg["seed"], "budget": cfg["budget"],
       "num_evaluations": len(records),

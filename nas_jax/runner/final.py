@@ -125,15 +125,19 @@ def final_training(space, arch, cfg: dict[str, Any], key, workdir: pathlib.Path,
 
 
 def load_arch_file(path: str | os.PathLike) -> tuple[Any, np.ndarray, dict[str, Any]]:
-  """Reads a ``best_arch.json`` (``{"space": ..., "genotype": ...}``).
+  """Reads a ``best_arch.json`` (``{"space": ..., "space_options": ..., "genotype": ...}``).
+
+  The space is rebuilt with the record's ``space_options`` (the search's
+  constructor arguments, e.g. ``{"num_layers": 6}`` on ``macro``); a file
+  without them (written before they existed) has the default space.
 
   Returns:
     ``(space, arch, record)``: the space instance, the validated int32
-    architecture and the whole JSON record.
+    architecture and the whole JSON record (``space_options`` filled in).
 
   Raises:
-    ValueError: missing file, not JSON, missing fields, unknown space or a
-      genotype the space rejects; the message names the file.
+    ValueError: missing file, not JSON, missing fields, unknown space, bad
+      space options or a genotype the space rejects; the message names the file.
   """
   path = pathlib.Path(path)
   if not path.is_file():
@@ -150,7 +154,13 @@ def load_arch_file(path: str | os.PathLike) -> tuple[Any, np.ndarray, dict[str, 
   if record["space"] not in registry.SPACES:
     raise ValueError(f"malformed --arch file {path}: unknown space {record['space']!r}; "
                      f"known: {sorted(registry.SPACES)}")
-  space = registry.get_space(record["space"])
+  options = record.get("space_options")
+  record = {**record, "space_options": {} if options is None else options}
+  try:
+    space = registry.get_space(record["space"], **registry.check_space_options(record["space"],
+                                                                                record["space_options"]))
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"malformed --arch file {path}: bad space_options ({e})") from None
   try:
     arch = space.validate(space.from_genotype(record["genotype"]))
   except (ValueError, KeyError, TypeError, IndexError) as e:
@@ -196,7 +206,7 @@ def retrain(arch_file: str | os.PathLike, config: dict[str, Any], workdir: str |
   Args:
     arch_file: a ``best_arch.json``.
     config: experiment config (``seed``, ``dataset``, ``data_dir``, ``data``,
-      ``final``).
+      ``final``); the space and its options are the arch file's.
     workdir: output directory (``retrain.json``, ``final_curve.png``,
       checkpoints).
     quiet: no progress bar.
@@ -209,8 +219,13 @@ def retrain(arch_file: str | os.PathLike, config: dict[str, Any], workdir: str |
   cfg = config_lib.validate_config(config, search=False)
   if cfg["final"].get("epochs", 0) < 1:
     raise ValueError("final.epochs must be >= 1 to retrain (use --epochs N)")
-  space, arch, record = load_arch_file(arch_file)
+  space, arch, record = load_arch_file(arch_file)  # the space as searched (its space_options)
   config_lib.check_task(space.name, cfg["dataset"])
+  options = record["space_options"]
+  if cfg["space_options"] not in ({}, options):
+    raise ValueError(f"space_options {cfg['space_options']} differ from those of the arch file's space, "
+                     f"{config_lib.space_label(record)}: the architecture is retrained in the space it "
+                     "was found in; drop them")
   final_cfg = check_final_config(cfg)
   data = load_data(cfg)  # bad data fails before anything is written
   task = tasks_lib.task_of(data)
@@ -219,6 +234,7 @@ def retrain(arch_file: str | os.PathLike, config: dict[str, Any], workdir: str |
                      f"final.batch_size {final_cfg['batch_size']}; lower it")
   workdir = pathlib.Path(workdir).resolve()
   _claim_retrain_workdir(workdir, {"arch_id": space.arch_id(arch), "space": space.name,
+                                   **({"space_options": options} if options else {}),
                                    **{k: cfg[k] for k in ("seed", "dataset", "data", "final")}})
   t0 = time.perf_counter()
   final = final_training(space, arch, cfg, experiment_keys(cfg["seed"])[3], workdir,
@@ -226,7 +242,7 @@ def retrain(arch_file: str | os.PathLike, config: dict[str, Any], workdir: str |
   curve = report.clean_curve(final.get("curve"))
   name, value = metric_of(final)
   out = {"arch_file": str(pathlib.Path(arch_file).resolve()), "space": space.name,
-         "arch_id": space.arch_id(arch), "genotype": space.to_genotype(arch),
+         "space_options": options, "arch_id": space.arch_id(arch), "genotype": space.to_genotype(arch),
          "search_score": record.get("search_score"), "dataset": cfg["dataset"],
          "seed": cfg["seed"], "final": cfg["final"],
          f"final_{name}": None if value is None else float(value), "final_curve": curve,

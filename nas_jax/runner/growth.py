@@ -63,6 +63,7 @@ import numpy as np
 
 from nas_jax.growth import petridish as petridish_lib
 from nas_jax.networks import petridish as nets
+from nas_jax.runner import config as config_lib
 from nas_jax.runner import resume as resume_lib
 from nas_jax.runner import workdir as workdir_lib
 from nas_jax.spaces.petridish import OPS
@@ -194,7 +195,7 @@ def run_growth(ctx, method, k_strategy, k_search) -> list[dict[str, Any]]:
       break
   resume_lib.drop_pending(ctx, records, pending, "their weights are missing")
   if meta["saves"] == 0 and not records:
-    log.info("starting petridish on %s/%s, %d models, seed %d in %s", cfg["space"], cfg["dataset"],
+    log.info("starting petridish on %s/%s, %d models, seed %d in %s", config_lib.space_label(cfg), cfg["dataset"],
              cfg["budget"], cfg["seed"], ctx.workdir)
   else:
     log.info("resuming with %d trained model(s)", len(records))
@@ -249,7 +250,8 @@ def write_frontier(ctx, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
   workdir_lib.write_json(ctx.workdir / "pareto.json", front)
   for m in front:
     workdir_lib.write_json(ctx.workdir / f"frontier_{m['index']}.json", {
-        "space": ctx.cfg["space"], "genotype": m["genotype"], "arch_id": m["arch_id"],
+        "space": ctx.cfg["space"], "space_options": ctx.cfg["space_options"], "genotype": m["genotype"],
+        "arch_id": m["arch_id"],
         "arch": ctx.space.from_genotype(m["genotype"]).tolist(), "search_score": m["valid_acc"],
         "dataset": ctx.cfg["dataset"], "strategy": ctx.cfg["strategy"]["name"]})
   plot_frontier(records, idx, hull, ctx.workdir / "frontier.png",

@@ -36,6 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from nas_jax.runner import config as config_lib
 from nas_jax.runner import resume as resume_lib
 
 log = logging.getLogger("nas_jax.experiment")
@@ -55,7 +56,7 @@ def run_oneshot(ctx, method, k_strategy, k_search) -> list[dict[str, Any]]:
   state, meta, records, pending = resume_lib.restore(ctx, template, fresh)
   if meta["saves"] == 0:
     log.info("starting one-shot %s on %s/%s, %d epochs, seed %d in %s", cfg["strategy"]["name"],
-             cfg["space"], cfg["dataset"], cfg["budget"], cfg["seed"], ctx.workdir)
+             config_lib.space_label(cfg), cfg["dataset"], cfg["budget"], cfg["seed"], ctx.workdir)
   else:
     log.info("resuming from checkpoint %d: epoch %d, step %d", meta["saves"], meta["epoch"],
              meta["step"])

@@ -45,6 +45,7 @@ import jax
 import numpy as np
 
 from nas_jax.evaluators.base import Evaluation
+from nas_jax.runner import config as config_lib
 from nas_jax.runner import report
 from nas_jax.runner import resume as resume_lib
 
@@ -198,7 +199,7 @@ def run_search(ctx, strategy, evaluator, k_strategy, k_evaluator, k_search) -> l
   state, meta, records, pending = resume_lib.restore(ctx, template, fresh)
   if meta["history_len"] == 0 and not records:
     log.info("starting %s on %s/%s with evaluator %s, budget %d, seed %d in %s",
-             cfg["strategy"]["name"], cfg["space"], cfg["dataset"], cfg["evaluator"]["name"],
+             cfg["strategy"]["name"], config_lib.space_label(cfg), cfg["dataset"], cfg["evaluator"]["name"],
              cfg["budget"], cfg["seed"], ctx.workdir)
   else:
     log.info("resuming from round %d: %d evaluation(s) checkpointed, %d more on disk",

@@ -52,8 +52,9 @@ def claim_workdir(workdir: pathlib.Path, cfg: dict[str, Any]) -> None:
       raise ValueError(f"{path} is unreadable ({e}); use a fresh --workdir") from None
     if not isinstance(saved, dict):
       raise ValueError(f"{path} does not hold an experiment config; use a fresh --workdir")
-    strip = lambda c: {k: v for k, v in c.items() if k not in config_lib.NOT_FINGERPRINTED}
-    diffs = config_lib.diff(strip(saved), strip(cfg))
+    # a config.json written before space_options existed has none: {} (the default)
+    same = lambda c: {"space_options": {}, **config_lib.identity(c)}
+    diffs = config_lib.diff(same(saved), same(cfg))
     if diffs:
       raise ValueError(f"workdir {workdir} holds another experiment (differs in "
                        f"{'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}); "

@@ -327,6 +327,9 @@ class NB201Space(SearchSpace):
   edges = EDGES
 
   def __init__(self, index_table: str | os.PathLike | None = None):
+    if index_table is not None and not isinstance(index_table, (str, os.PathLike)):
+      raise ValueError(f"nb201 index_table must be a path (a CSV with columns index, arch) or None, "
+                       f"got {index_table!r}")
     self._index_table = None if index_table is None else str(index_table)
 
   def __eq__(self, other):

@@ -47,6 +47,12 @@ OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv
 NUM_OPS = len(OPS)
 
 
+def check_size(space: str, field: str, value: Any) -> None:
+  """``ValueError`` naming the space and the field unless ``value`` is an int >= 1 (not a bool)."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"{space} space: {field} must be an int >= 1, got {value!r}")
+
+
 class PetridishSpace(SearchSpace):
   """Seed network + added layers ``(op, input, join)`` (see the module docstring).
 
@@ -61,10 +67,8 @@ class PetridishSpace(SearchSpace):
   default_evaluator = "scratch"
 
   def __init__(self, stages: int = 3, layers_per_stage: int = 1, max_layers: int = 16):
-    for field, v, lo in (("stages", stages, 1), ("layers_per_stage", layers_per_stage, 1),
-                         ("max_layers", max_layers, 1)):
-      if not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"petridish space: {field} must be an int >= {lo}, got {v!r}")
+    for field, v in (("stages", stages), ("layers_per_stage", layers_per_stage), ("max_layers", max_layers)):
+      check_size(self.name, field, v)
     self.stages, self.layers_per_stage, self.max_layers = int(stages), int(layers_per_stage), int(max_layers)
     self.num_nodes = self.stages * (self.layers_per_stage + 1)
     self.arch_shape = (self.max_layers, 3)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from nas_jax.spaces.base import Genotype
-from nas_jax.spaces.petridish import NUM_OPS, OPS, PetridishSpace
+from nas_jax.spaces.petridish import NUM_OPS, OPS, PetridishSpace, check_size
 
 CELLS = ("normal", "reduce")
 INPUTS = ("in0", "in1", "node")
@@ -43,6 +43,7 @@ class PetridishCellSpace(PetridishSpace):
   name = "petridish_cell"
 
   def __init__(self, stages: int = 3, cells_per_stage: int = 1, max_layers: int = 16):
+    check_size(self.name, "cells_per_stage", cells_per_stage)  # the parent would call it layers_per_stage
     super().__init__(stages=stages, layers_per_stage=cells_per_stage, max_layers=max_layers)
     self.cells_per_stage = self.layers_per_stage
     # "Nodes" of the generic growth code are the join positions: one per cell type.

@@ -57,12 +57,16 @@ class MacroSupernet(supernet_lib.WeightSharingBase):
   """The weight-sharing supernet as a ``networks.base.WeightSharing`` object.
 
   ``config(**fields)`` builds a ``MacroConfig`` (``num_layers`` must be the
-  space's L, 12 for the registry's ``macro``; ``layers`` and ``num_nodes``
-  are accepted and ignored); the other methods are the module functions of
-  the same meaning.
+  space's L, 12 for the registry's ``macro``: ``space_fields(space)`` gives
+  it; ``layers`` and ``num_nodes`` are accepted and ignored); the other
+  methods are the module functions of the same meaning.
   """
 
   config_class = MacroConfig
+
+  def space_fields(self, space: Any) -> dict[str, Any]:
+    """``{"num_layers": L}`` of the space (e.g. ``MacroSpace(6)``: 6; the registry's ``macro``: 12)."""
+    return {"num_layers": int(space.num_layers)}
 
   def init(self, key: jax.Array, config: Any, input_shape: tuple[int, ...]) -> tuple[dict, dict]:
     """See ``init_supernet``."""
