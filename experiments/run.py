@@ -30,7 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
 
-from experiments._cli import OneLineErrorParser  # noqa: E402  (needs ROOT on sys.path)
+from experiments._cli import OneLineErrorParser, fit_final_to_task, set_value  # noqa: E402  (needs ROOT on sys.path)
 
 
 def build_config(args) -> dict:
@@ -42,26 +42,14 @@ def build_config(args) -> dict:
     if not isinstance(user.get(group, {}), dict):
       raise ValueError(f"{group} in {args.config} must be a dict of settings, "
                        f"got {user[group]!r}")
-  def named(field):
-    values = [a.partition("=")[2].strip() for a in (args.set or [])
-              if a.partition("=")[0].strip() == field]
-    return values[-1] if values else None
-
-  strategy = (named("strategy.name") or args.strategy
+  strategy = (set_value(args.set, "strategy.name") or args.strategy
               or user.get("strategy", {}).get("name") or config["strategy"]["name"])
   if not isinstance(strategy, str) or not re.fullmatch(r"[A-Za-z0-9_]+", strategy):
     raise ValueError(f"malformed strategy name {strategy!r}")
   if (CONFIGS / f"{strategy}.py").is_file():
     config = experiment.merge(config, experiment.load_config_file(CONFIGS / f"{strategy}.py"))
-  dataset = named("dataset") or args.dataset or user.get("dataset") or config["dataset"]
-  if isinstance(dataset, str):
-    # The built-in config files hold a final-training recipe for images (the digits one);
-    # on another task (Penn Treebank) only its length applies and the task's own defaults
-    # do the rest. The user's own settings (--config, --set) are checked strictly.
-    from nas_jax import tasks  # pylint: disable=import-outside-toplevel
-    task = tasks.task_for_dataset(dataset)
-    if task.name != "images":
-      config["final"] = {k: v for k, v in config["final"].items() if k == "epochs"}
+  dataset = set_value(args.set, "dataset") or args.dataset or user.get("dataset") or config["dataset"]
+  config = fit_final_to_task(config, dataset)  # the images recipe of the config files
   config = experiment.merge(config, user)
   config["strategy"]["name"] = strategy
   flags = {"space": args.space, "dataset": args.dataset, "seed": args.seed,

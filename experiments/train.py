@@ -6,8 +6,10 @@
 
 Settings: the run's config.json beside the arch file (else configs/default.py
 and configs/<strategy>.py), then --config FILE, then the flags and --set (the
-training settings are the config's ``final`` group). So by default it
-reproduces the run's final training and final_test_acc. Outputs (retrain.json,
+training settings are the config's ``final`` group; as in run.py, the built-in
+files' images recipe is left out on a language-model dataset but for its
+epochs). So by default it reproduces the run's final training and
+final_test_acc (final_test_ppl). Outputs (retrain.json,
 final_curve.png, checkpoints) go to --workdir (default: retrain-<dataset>-seed<seed>
 beside the arch file); rerunning resumes. Bad input: one line on stderr, exit 2.
 """
@@ -23,7 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
 
-from experiments._cli import OneLineErrorParser  # noqa: E402  (needs ROOT on sys.path)
+from experiments._cli import OneLineErrorParser, fit_final_to_task, set_value  # noqa: E402  (needs ROOT on sys.path)
 
 
 def main(argv=None) -> int:
@@ -46,15 +48,22 @@ def main(argv=None) -> int:
     _, _, record = experiment.load_arch_file(args.arch)
     config = experiment.load_config_file(CONFIGS / "default.py")
     run_config = pathlib.Path(args.arch).parent / "config.json"
+    run = json.loads(run_config.read_text()) if run_config.is_file() else None
+    if run is not None and not isinstance(run, dict):
+      raise ValueError(f"{run_config} does not hold an experiment config; move the arch file elsewhere")
+    user = experiment.load_config_file(args.config) if args.config else {}
     strategy = str(record.get("strategy", ""))
-    if run_config.is_file():
-      config = experiment.merge(config, json.loads(run_config.read_text()))
-    elif re.fullmatch(r"[A-Za-z0-9_]+", strategy) and (CONFIGS / f"{strategy}.py").is_file():
+    if run is None and re.fullmatch(r"[A-Za-z0-9_]+", strategy) and (CONFIGS / f"{strategy}.py").is_file():
       config = experiment.merge(config, experiment.load_config_file(CONFIGS / f"{strategy}.py"))
-    if not run_config.is_file() and isinstance(record.get("dataset"), str):
+    searched = (run if run is not None else record).get("dataset")  # the dataset of the search
+    dataset = (set_value(args.set, "dataset") or args.dataset or user.get("dataset")
+               or (searched if isinstance(searched, str) else None) or config["dataset"])
+    config = fit_final_to_task(config, dataset)  # the images recipe of the config files
+    if run is not None:
+      config = experiment.merge(config, run)
+    elif isinstance(record.get("dataset"), str):
       config["dataset"] = record["dataset"]
-    if args.config:
-      config = experiment.merge(config, experiment.load_config_file(args.config))
+    config = experiment.merge(config, user)
     config["space"], config["space_options"] = record["space"], record["space_options"]
     flags = {"dataset": args.dataset, "seed": args.seed, "data_dir": args.data_dir}
     config.update({k: v for k, v in flags.items() if v is not None})
@@ -74,12 +83,13 @@ def main(argv=None) -> int:
   print(f"== retrained {out['arch_id']} on {out['dataset']} (seed {out['seed']}, "
         f"{out['final']['epochs']} epochs) ==")
   print(f"genotype        : {json.dumps(out['genotype'])}")
+  lm = "final_test_ppl" in out  # a language model: perplexity (else accuracy, %)
   if out["search_score"] is not None:
-    print(f"search score    : {out['search_score']:.2f} (validation accuracy during search, %)")
-  if out.get("final_test_ppl") is not None:
-    print(f"final test ppl  : {out['final_test_ppl']:.2f}")
-  else:
-    print(f"final test acc  : {out['final_test_acc']:.2f} %")
+    meaning = "80 / validation perplexity during search" if lm else "validation accuracy during search, %"
+    print(f"search score    : {out['search_score']:.2f} ({meaning})")
+  name, unit = ("ppl", "") if lm else ("acc", " %")
+  value = out[f"final_test_{name}"]
+  print(f"final test {name}  : " + ("not measured (no finite value)" if value is None else f"{value:.2f}{unit}"))
   print(f"time            : {out['final_seconds']:.1f} s")
   print(f"outputs         : {workdir}/ (retrain.json, final_curve.png, checkpoints/)")
   return 0

@@ -91,6 +91,18 @@ def space_options(name: str) -> list[str] | None:
           if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
 
 
+def space_option_defaults(name: str) -> dict[str, Any]:
+  """The default values of space ``name``'s options (its constructor's keyword arguments that have one).
+
+  Example:
+    >>> space_option_defaults("rnn"), space_option_defaults("nasnet")
+    ({'num_nodes': 12, 'output': 'loose_ends'}, {})
+  """
+  params = inspect.signature(lookup("space", name)).parameters.values()
+  return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty
+          and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+
+
 def check_space_options(name: str, options: Any) -> dict[str, Any]:
   """``options`` as a dict, checked against the options of space ``name`` (not their values).
 

@@ -351,3 +351,53 @@ def test_ptb_directory_without_the_files(tmp_path, capsys):
                        str(tmp_path / "ptb"), "--workdir", str(tmp_path / "w"), "--quiet"], capsys,
         "ptb.valid.txt")
   assert not (tmp_path / "w").exists()
+
+
+LM_SIZES = [f"{k}={v}" for k, v in (("batch_size", 4), ("bptt", 4), ("eval_batch_size", 4), ("emb_size", 4),
+                                    ("hidden_size", 4))]
+
+
+def test_retrain_a_language_model_arch_file(tmp_path, capsys):
+  """train.py --arch on a Penn Treebank run's best_arch.json: the built-in images recipe
+  (init_channels, rotate, ...) stays out, as in run.py; the run's final test perplexity is reproduced."""
+  ptb = _tiny_ptb(tmp_path / "ptb")
+  workdir = tmp_path / "run"
+  sets = [f"{group}.{s}" for group in ("evaluator.scratch", "final") for s in LM_SIZES]
+  sets += ["strategy.batch_size=1", "evaluator.scratch.epochs=1"]
+  assert run_cli.main(["--strategy", "random", "--space", "rnn", "--dataset", "ptb", "--data-dir", str(ptb),
+                       "--budget", "1", "--final-epochs", "1", "--quiet", "--workdir", str(workdir),
+                       *[a for s in sets for a in ("--set", s)]]) == 0
+  ppl = json.loads((workdir / "result.json").read_text())["final_report"]["test_ppl"]
+  capsys.readouterr()
+  # beside the run's config.json: its settings (final: 1 epoch, the tiny sizes; the data dir)
+  assert train_cli.main(["--arch", str(workdir / "best_arch.json"), "--quiet"]) == 0
+  out = capsys.readouterr().out
+  assert f"final test ppl  : {ppl:.2f}\n" in out and "80 / validation perplexity during search" in out
+  retrain = json.loads((workdir / "retrain-ptb-seed0" / "retrain.json").read_text())
+  assert retrain["final_test_ppl"] == pytest.approx(ppl, rel=1e-5) and "final_test_acc" not in retrain
+  assert retrain["final"] == {"epochs": 1, **{s.split("=")[0]: 4 for s in LM_SIZES}}
+  # the arch file alone: the dataset named in it, the defaults of configs/default.py fitted to the task
+  alone = tmp_path / "alone"
+  alone.mkdir()
+  (alone / "best_arch.json").write_text((workdir / "best_arch.json").read_text())
+  argv = ["--arch", str(alone / "best_arch.json"), "--epochs", "1", "--data-dir", str(ptb), "--quiet",
+          *[a for s in LM_SIZES for a in ("--set", f"final.{s}")]]
+  assert train_cli.main(argv) == 0
+  assert f"final test ppl  : {ppl:.2f}\n" in capsys.readouterr().out
+  # the user's own settings are still checked strictly
+  fails(train_cli.main, argv + ["--set", "final.init_channels=8", "--workdir", str(tmp_path / "w")], capsys,
+        "unknown training config keys ['init_channels'] for the language_model task")
+
+
+def test_retrain_an_image_arch_file_keeps_the_images_recipe(tmp_path, capsys):
+  """An image arch file alone: configs/default.py's digits recipe (rotate, scale, ...) applies."""
+  arch = tmp_path / "best_arch.json"
+  arch.write_text(json.dumps({"space": "nb201", "dataset": "digits", "genotype": {
+      "cell": "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|"}}))
+  assert train_cli.main(["--arch", str(arch), "--epochs", "1", "--quiet", "--set", "final.init_channels=2",
+                         "--set", "final.layers=1", "--set", "data.train_size=128"]) == 0
+  out = capsys.readouterr().out
+  retrain = json.loads((tmp_path / "retrain-digits-seed0" / "retrain.json").read_text())
+  assert f"final test acc  : {retrain['final_test_acc']:.2f} %\n" in out
+  assert retrain["final"] == {**experiment.load_config_file(ROOT / "experiments" / "configs" / "default.py")["final"],
+                              "epochs": 1, "init_channels": 2, "layers": 1}

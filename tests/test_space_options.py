@@ -130,6 +130,28 @@ def test_files_from_before_space_options_still_load(tmp_path):
     final_lib.load_arch_file(tmp_path / "bad2.json")
 
 
+def test_options_equal_to_the_defaults_are_the_default_experiment(tmp_path):
+  for space, options, kept in (("macro", {"num_layers": 12}, {}),
+                               ("rnn", {"num_nodes": 12, "output": "loose_ends"}, {}),
+                               ("rnn", {"num_nodes": 9, "output": "loose_ends"}, {"num_nodes": 9}),
+                               ("petridish", {"stages": 3, "max_layers": 8}, {"max_layers": 8})):
+    base = config_lib.merge(config_lib.default_config(),
+                            {"space": space, "dataset": "ptb" if space == "rnn" else "digits"})
+    spelled = config_lib.validate_config(config_lib.merge(base, {"space_options": options}))
+    assert spelled["space_options"] == kept, space
+    assert (config_lib.fingerprint(spelled) == config_lib.fingerprint(config_lib.validate_config(base))) == (not kept)
+  # a run started without options resumes with the default spelled out, and the other way round
+  for first, then in (({}, {"num_layers": 12}), ({"num_layers": 12}, {})):
+    workdir = tmp_path / f"run{len(first)}"
+    result = experiment.run_experiment(macro_config() | {"space_options": first}, workdir, quiet=True)
+    assert experiment.run_experiment(macro_config() | {"space_options": then}, workdir, quiet=True) == result
+    assert result["space_options"] == {}
+    for name in ("config.json", "best_arch.json"):
+      assert json.loads((workdir / name).read_text())["space_options"] == {}, name
+  # the default space's architectures: 12 layers
+  assert len(json.loads((workdir / "best_arch.json").read_text())["arch"]) == MacroSpace(12).arch_shape[0]
+
+
 def test_summary_names_the_options(tmp_path):
   run = load_cli("run")
   result = experiment.run_experiment(macro_config(), tmp_path / "run", quiet=True)

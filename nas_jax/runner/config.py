@@ -16,7 +16,9 @@ ends), ``{"num_layers": 24}`` on ``macro`` (default 12), ``stages``,
 Petridish spaces; on the command line ``--set space_options.num_nodes=9``.
 They are part of the experiment (its fingerprint, ``best_arch.json``,
 ``result.json``); an option the space does not take is refused with the
-ones it does (``registry.space_options``).
+ones it does (``registry.space_options``). An option set to the
+constructor's default is dropped (``validate_space_options``), so
+``{"num_layers": 12}`` on ``macro`` is the same experiment as ``{}``.
 
 Example:
     >>> cfg = validate_config(merge(default_config(), {"space": "nb201", "budget": 20}))
@@ -218,7 +220,9 @@ def _evaluator_dataset(cfg: dict[str, Any]) -> None:
 
 def validate_space_options(space: str, options: Any) -> dict[str, Any]:
   """The ``space_options`` of a config, checked: names against the space's
-  constructor, values by building the space once.
+  constructor, values by building the space once; options equal to the
+  constructor's default (same type and value) are dropped, so that spelling a
+  default out names the same experiment as leaving it out.
 
   Raises:
     ValueError: ``space_options: `` and the problem, e.g. an option the space
@@ -228,6 +232,8 @@ def validate_space_options(space: str, options: Any) -> dict[str, Any]:
   Example:
     >>> validate_space_options("rnn", {"num_nodes": 9, "output": "mean"})
     {'num_nodes': 9, 'output': 'mean'}
+    >>> validate_space_options("macro", {"num_layers": 12}), validate_space_options("rnn", {"num_nodes": 12})
+    ({}, {})
     >>> validate_space_options("rnn", {"num_layers": 9})
     Traceback (most recent call last):
     ...
@@ -238,7 +244,9 @@ def validate_space_options(space: str, options: Any) -> dict[str, Any]:
     registry.get_space(space, **options)
   except (ValueError, TypeError) as e:
     raise ValueError(f"space_options: {e}") from None
-  return options
+  defaults = registry.space_option_defaults(space)
+  return {k: v for k, v in options.items()
+          if not (k in defaults and type(v) is type(defaults[k]) and v == defaults[k])}
 
 
 def space_label(config: dict[str, Any]) -> str:
