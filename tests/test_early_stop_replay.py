@@ -15,20 +15,23 @@ replay_cli = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(replay_cli)
 
 
-def _history(path, tops, epochs=6, seed=0):
+def _history(path, tops, epochs=6, seed=0, train=True):
   rng = np.random.default_rng(seed)
   with open(path, "w") as f:
     for i, top in enumerate(tops):
       acc = top * (1 - np.exp(-np.arange(1, epochs + 1) / 2.0)) + rng.normal(0, 0.5, epochs)
-      f.write(json.dumps({"arch_id": f"a{i}", "curve": [{"epoch": e + 1, "valid_acc": float(a)}
-                                                        for e, a in enumerate(acc)]}) + "\n")
+      noisy = acc + rng.normal(0, 8.0, epochs)  # a training accuracy that ranks differently
+      f.write(json.dumps({"arch_id": f"a{i}", "curve": [
+          {"epoch": e + 1, "valid_acc": float(a), **({"train_acc": float(t)} if train else {})}
+          for e, (a, t) in enumerate(zip(acc, noisy))]}) + "\n")
   return path
 
 
-def test_replay_matches_the_live_callbacks_and_counts_the_target(tmp_path, capsys):
+@pytest.mark.parametrize("rule", [{"rule": "sha", "eta": 2, "predict": False},
+                                  {"rule": "sha", "eta": 2, "predict": False, "rank_by": "train"}])
+def test_replay_matches_the_live_callbacks_and_counts_the_target(rule, tmp_path, capsys):
   tops = [80, 60, 95, 70, 90, 50, 85, 65]
   path = _history(tmp_path / "history.jsonl", tops)
-  rule = {"rule": "sha", "eta": 2, "predict": False}
   out = replay_cli.main(["--histories", str(path), "--rule", json.dumps(rule), "--out",
                          str(tmp_path / "o.json")])
   [res] = out["results"]
@@ -53,9 +56,11 @@ def test_replay_matches_the_live_callbacks_and_counts_the_target(tmp_path, capsy
     ('[1]', "ok", "must be a JSON object"),
     ('{"rule": "sha"}', "missing", "cannot read the history"),
     ('{"rule": "sha"}', "stopped", "rerun the search without --early-stop"),
+    ('{"rule": "sha", "predict": false, "rank_by": "train"}', "no_train",
+     "the rule ranks by 'train_acc', which the history's curves lack"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path, rule, history, message):
-  path = _history(tmp_path / "h.jsonl", [80, 60, 90])
+  path = _history(tmp_path / "h.jsonl", [80, 60, 90], train=history != "no_train")
   if history == "missing":
     path = tmp_path / "nope"
   elif history == "stopped":

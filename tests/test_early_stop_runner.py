@@ -23,7 +23,7 @@ def fake_train_child(space, arch, dataset, config, key, *, workdir=None, callbac
   for epoch in range(1, config["epochs"] + 1):
     acc = final * (1.0 - math.exp(-rate * epoch)) + 0.3 * (digest[2 + epoch] / 255.0 - 0.5)
     entry = {"epoch": epoch, "train_loss": 1.0 / epoch, "valid_loss": 2.0 - acc / 60.0,
-             "valid_acc": acc, "seconds": 0.01}
+             "train_acc": acc + 5.0 * (digest[12 + epoch] / 255.0 - 0.5), "valid_acc": acc, "seconds": 0.01}
     curve.append(entry)
     for cb in callbacks:
       reason = cb(epoch, dict(entry))
@@ -128,22 +128,25 @@ def test_bad_early_stop_settings_are_one_line_errors(setting, message, tmp_path)
   assert not (tmp_path / "run" / "history.jsonl").exists()
 
 
-def hyperband_config():
+def hyperband_config(**settings):
   cfg = config(budget=15)
   cfg["evaluator"]["scratch"]["early_stop"] = True
   cfg["evaluator"]["scratch"]["early_stop_settings"] = {
-      "rule": "hyperband", "eta": 3, "min_curves": 3, "refit_every": 5, "cv": 3, "n_search": 4}
+      "rule": "hyperband", "eta": 3, "min_curves": 3, "refit_every": 5, "cv": 3, "n_search": 4, **settings}
   return cfg
 
 
-def test_hyperband_schedule_through_the_runner_and_its_resume(fake_training, tmp_path, monkeypatch):
+@pytest.mark.parametrize("settings", [{}, {"predict": False, "rank_by": "train"}])
+def test_hyperband_schedule_through_the_runner_and_its_resume(settings, fake_training, tmp_path, monkeypatch):
   """early_stop_settings.rule=hyperband: rung stops in the history; a crashed search resumes to the same lines."""
-  experiment.run_experiment(hyperband_config(), tmp_path / "straight", quiet=True)
+  experiment.run_experiment(hyperband_config(**settings), tmp_path / "straight", quiet=True)
   history = lines(tmp_path / "straight")
   stopped = [l for l in history if "stopped" in l]
   assert stopped and all("successive halving" in l["stopped"]["reason"] for l in stopped)
   assert {l["stopped"]["epoch"] for l in stopped} <= {2}  # R = 6, eta = 3: the one rung, 6 / 3
   assert any("predicted" in l["stopped"] for l in stopped)  # once 3 runs completed
+  ranked_by = "train_acc " if settings else "predicted final valid_acc"
+  assert all(ranked_by in l["stopped"]["reason"] for l in stopped if "predicted" in l["stopped"])
   assert all("prob_beats_best" not in l["stopped"] for l in stopped)
   from nas_jax.checkpoint import SearchCheckpointer
 
@@ -160,9 +163,9 @@ def test_hyperband_schedule_through_the_runner_and_its_resume(fake_training, tmp
 
   monkeypatch.setattr(SearchCheckpointer, "save", save)
   with pytest.raises(Crash):
-    experiment.run_experiment(hyperband_config(), tmp_path / "resumed", quiet=True)
+    experiment.run_experiment(hyperband_config(**settings), tmp_path / "resumed", quiet=True)
   monkeypatch.setattr(SearchCheckpointer, "save", real)
-  experiment.run_experiment(hyperband_config(), tmp_path / "resumed", quiet=True)
+  experiment.run_experiment(hyperband_config(**settings), tmp_path / "resumed", quiet=True)
   assert lines(tmp_path / "resumed") == history
 
 

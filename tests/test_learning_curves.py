@@ -317,6 +317,7 @@ def test_benchmark_main_on_a_tiny_zip(tmp_path, capsys):
 # -- successive halving / Hyperband (nas_jax.predictors.hyperband) ---------------------------------
 
 from nas_jax.predictors import hyperband  # noqa: E402
+from nas_jax.tasks import get_task  # noqa: E402
 
 
 class _CurveRegressor:
@@ -386,6 +387,44 @@ def test_observed_ranking_without_a_model_records_no_prediction():
   assert sha.records["b"].predicted is None and sha.regressor is None and sha.best == 54.0
 
 
+def test_rungs_rank_by_the_training_values():
+  """rank_by="train": a run behind on validation but ahead on training accuracy at a rung is kept."""
+  sha = hyperband.SuccessiveHalving(higher_is_better=True, epochs=4, brackets="sha", eta=2, predict=False,
+                                    metric="valid_acc", rank_by="train")
+  assert sha.rank_metric == "train_acc" and sha.rungs_of(sha.s_max) == (1, 2)
+  runs = {"a": (50.0, 20.0), "b": (30.0, 60.0)}  # (valid_acc, train_acc) at every epoch
+  reasons = {}
+  for name, (valid, train) in runs.items():
+    cb = sha.callback(arch_id=name)
+    reasons[name] = next((r for e in range(1, 5) if (r := cb(e, {"valid_acc": valid, "train_acc": train}))),
+                         None)
+  assert reasons == {"a": None, "b": None} and sha.best == 50.0  # by train_acc b is ahead: both complete
+  by_valid = hyperband.SuccessiveHalving(higher_is_better=True, epochs=4, brackets="sha", eta=2,
+                                         predict=False, metric="valid_acc")
+  out = hyperband.simulate_search(by_valid, np.array([[50.0] * 4, [30.0] * 4]), order=[0, 1])
+  assert out["stop_epochs"] == [4, 1]  # by the validation values b stops at the first rung
+  sha2 = hyperband.SuccessiveHalving(higher_is_better=True, epochs=4, brackets="sha", eta=2, predict=False,
+                                     metric="valid_acc", rank_by="train")
+  out = hyperband.simulate_search(sha2, np.array([[50.0] * 4, [30.0] * 4]), order=[0, 1],
+                                  extra={"train_acc": np.array([[20.0] * 4, [60.0] * 4])})
+  assert out["stop_epochs"] == [4, 4]
+  # The training counterpart keeps the task's direction: perplexity, lower is better.
+  lm = hyperband.SuccessiveHalving(higher_is_better=False, epochs=4, brackets="sha", eta=2, predict=False,
+                                   metric="valid_ppl", rank_by="train")
+  assert lm.rank_metric == "train_ppl"
+  lm.callback(arch_id="x")(1, {"valid_ppl": 100.0, "train_ppl": 80.0})
+  reason = lm.callback(arch_id="y")(1, {"valid_ppl": 90.0, "train_ppl": 95.0})
+  assert reason.endswith("train_ppl 95 not in the best 1 of 2 at this rung") and lm.records["y"].tau == 1
+  with pytest.raises(ValueError, match="set predict=False"):
+    hyperband.SuccessiveHalving(higher_is_better=True, epochs=4, metric="valid_acc", rank_by="train")
+  with pytest.raises(ValueError, match="rank_by must be one of"):
+    hyperband.make_stopper(get_task("images"), 4, {"rule": "sha", "predict": False, "rank_by": "test"})
+  cb = hyperband.make_stopper(get_task("images"), 4, {"rule": "sha", "predict": False,
+                                                      "rank_by": "train"}).callback()
+  with pytest.raises(ValueError, match="lacks"):
+    cb(1, {"valid_acc": 50.0})
+
+
 def test_simulated_hyperband_with_a_predictor():
   curves, _ = _loss_curves(60, epochs=9, seed=4)
   srm = lc.SequentialRegressor("nusvr_rbf", n_search=4, seed=0).fit(curves[:30])
@@ -421,7 +460,7 @@ def test_replay_rebuilds_the_schedule_of_a_resumed_search():
   resumed = hyperband.SuccessiveHalving(higher_is_better=False, epochs=9, predict=False)
   resumed.replay(history)
   assert resumed._dealt == live._dealt and resumed.best == live.best
-  rung = lambda s: {k: [list(c) for c, _ in v] for k, v in s._at_rung.items()}
+  rung = lambda s: {k: [list(c) for c, *_ in v] for k, v in s._at_rung.items()}
   assert rung(resumed) == rung(live)
   # The next run meets the same schedule.
   decide = lambda s: [s.callback()(e, {"valid_loss": float(curves[7, e - 1])}) for e in range(1, 10)]

@@ -21,7 +21,8 @@ that apply once it is on) stops a run when its predicted final
 validation metric will probably not beat the best completed run; with
 ``rule: "hyperband"`` (or ``"sha"``) runs are instead stopped at
 successive-halving rungs when their predicted final value (or, with
-``predict: false``, their value there) is not in the top ``1 / eta`` of the
+``predict: false``, their value there; ``rank_by: "train"``: the epoch's
+training value, e.g. ``train_acc``) is not in the top ``1 / eta`` of the
 runs seen there (``nas_jax.predictors.hyperband``). A stopped
 run's history line says so (``stopped``: epoch, reason and the ``predicted``
 final value); its search score is that of its last trained epoch. On resume
@@ -152,7 +153,8 @@ class ScratchEvaluator(Evaluator):
     ``"baker"`` (default: ``EarlyStopper``, Baker et al.'s probability rule)
     or ``"hyperband"`` / ``"sha"`` (``nas_jax.predictors.hyperband``:
     successive-halving rungs ranked by predicted final values, or by the values
-    there with ``predict: false``); ``hyperband.make_stopper`` builds it.
+    there with ``predict: false``, the training values with ``rank_by: "train"``);
+    ``hyperband.make_stopper`` builds it.
     """
     if settings is not None and not isinstance(settings, dict):
       raise ValueError(f"early_stop_settings must be a dict of stopper settings, got {settings!r}")
