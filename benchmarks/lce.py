@@ -73,6 +73,12 @@ encoding to learn which plateau cell breaks out; the counts stay the default. We
 to tell the breakout cells exactly (a diagnostic that leaks the answer: a 0/1 "breakout cell"
 number added to the counts), R^2 would be 0.848 / 0.940 / 0.974 (20 splits).
 
+No correction of the predictions closes the gap either (an upper bound, seeds 0-9, 25 %): nu-SVR
+gives 0.872; shifting the predictions of every test curve still on the plateau at epoch 12
+(17-24 per split) by the one constant that is best *on the test set itself* gives 0.879, and
+replacing them by the test plateau curves' mean final value 0.872. The plateau curves' outcome
+is not a bias of the regressor but a split the partial curves do not show.
+
 Usage:
     python benchmarks/lce.py --logs ../shared/data/nasbench-nlp-wikitext2-logs.zip --out runs/lce.json
     # one threshold, fewer splits (faster)
