@@ -122,9 +122,12 @@ class FunctionEvaluator(Evaluator):
     return Evaluation(np.asarray(scores, np.float64), np.asarray(costs), info), state
 
 
-def _space(space) -> SearchSpace:
+def _space(space, options: dict[str, Any] | None = None) -> SearchSpace:
   if isinstance(space, str):
-    return registry.get_space(space)
+    return registry.get_space(space, **registry.check_space_options(space, options or {}))
+  if options:
+    raise ValueError("space_options are for a space given by name; this one is constructed "
+                     f"({space!r}): pass them to its constructor")
   if isinstance(space, type) and issubclass(space, SearchSpace):
     return space()
   if isinstance(space, SearchSpace):
@@ -154,7 +157,8 @@ def search(space: str | SearchSpace | type, strategy: str | Strategy | type,
            evaluator: str | Evaluator | type | Callable[[Any], float] | None = None, *,
            budget: int, seed: int = 0, strategy_config: dict[str, Any] | None = None,
            evaluator_config: dict[str, Any] | None = None, data: Any = None, workdir: Any = None,
-           callback: Callable[[list[dict[str, Any]]], None] | None = None) -> SearchResult:
+           callback: Callable[[list[dict[str, Any]]], None] | None = None,
+           space_options: dict[str, Any] | None = None) -> SearchResult:
   """Searches ``space`` with ``strategy`` until ``budget`` architectures are evaluated.
 
   Args:
@@ -175,6 +179,9 @@ def search(space: str | SearchSpace | type, strategy: str | Strategy | type,
       checkpoints (``scratch``).
     callback: called after each round with that round's history records
       (progress bars, live plots).
+    space_options: the constructor arguments of a space given by name, e.g.
+      ``{"num_layers": 6}`` for "macro", ``{"num_nodes": 9}`` for "rnn"
+      (``registry.space_options(name)`` lists them).
 
   Returns:
     A ``SearchResult``.
@@ -189,7 +196,7 @@ def search(space: str | SearchSpace | type, strategy: str | Strategy | type,
 
   if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
     raise ValueError(f"budget={budget!r} must be a positive number of architectures")
-  space = _space(space)
+  space = _space(space, space_options)
   provided = _provided(data, workdir)
   if isinstance(strategy, str):
     strategy = registry.get_strategy(strategy)

@@ -79,6 +79,18 @@ def test_search_errors():
     nas_jax.search(space, "random", evaluator=lambda g: 1 / 0, budget=2)
 
 
+def test_search_sizes_a_named_space_with_space_options():
+  """space_options build a space given by name, as the runner's config key does."""
+  score = lambda g: float(len(g["layers"]))  # noqa: E731
+  result = nas_jax.search("macro", "random", evaluator=score, budget=2, space_options={"num_layers": 3})
+  assert result.best_score == 3.0 and len(result.best_genotype["layers"]) == 3
+  with pytest.raises(ValueError, match=r"space 'macro' has no option 'num_nodes'; its options: \['num_layers'\]"):
+    nas_jax.search("macro", "random", evaluator=score, budget=2, space_options={"num_nodes": 9})
+  with pytest.raises(ValueError, match="pass them to its constructor"):
+    nas_jax.search(CategoricalSpace({"a": [0, 1]}), "random", evaluator=lambda g: 1.0, budget=2,
+                   space_options={"a": 1})
+
+
 def test_function_evaluator_failures_are_told_as_failed():
   space = CategoricalSpace({"a": [0, 1, 2, 3]})
   result = nas_jax.search(space, "random", evaluator=lambda g: 1.0 / g["a"], budget=4, seed=0)
