@@ -9,8 +9,16 @@ class OneLineErrorParser(argparse.ArgumentParser):
   """An ``ArgumentParser`` whose usage errors are one line on stderr and exit code 2.
 
   Example:
-      >>> p = OneLineErrorParser(prog="run.py")
-      >>> p.parse_args(["--nope"])   # prints "run.py: error: unrecognized arguments: --nope (see --help)"
+      >>> import contextlib, io
+      >>> p, err = OneLineErrorParser(prog="run.py"), io.StringIO()
+      >>> with contextlib.redirect_stderr(err):
+      ...   try:
+      ...     p.parse_args(["--nope"])
+      ...   except SystemExit as e:
+      ...     print(e.code)
+      2
+      >>> print(err.getvalue(), end="")
+      run.py: error: unrecognized arguments: --nope (see --help)
   """
 
   def error(self, message):
