@@ -17,7 +17,8 @@ Measured (``experiments/configs/lce_digits.py``'s reference searches, seeds 0-13
 ``/work/runs/lce_digits_s{S}_ref``; each replay matches the live ``--early-stop``
 run epoch for epoch, see that file): successive halving with eta 2 ranked by the
 training accuracy at the rungs (``"rank_by": "train"``, the config's rule) meets
-the target on 13 of 14 (2.25-5.56x); ranked by the validation accuracy 8 of 14,
+the target on 13 of 14 (2.25-5.56x; seeds 14-21, run after: 6 of 8); ranked by the validation
+accuracy 8 of 14 (3 of 8),
 by predicted final values 7 of 14; Hyperband eta 3 ranked by predictions 7 of 14;
 Baker et al.'s rule 1 of 14 (it keeps the best but saves 1.0-2.1x).
 

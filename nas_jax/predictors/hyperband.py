@@ -40,9 +40,9 @@ successive halving 7.65x (0.55 %) and 7.53x (0). On those curves the value at
 a rung already ranks well and the predictor adds nothing. On digits (20 runs
 of 10 epochs, ``experiments/configs/lce_digits.py``; issue 21's target: 2x
 fewer epochs, best within 0.5 points) successive halving with eta 2 ranked by
-the epoch's training accuracy at the rungs (``rank_by="train"``) met it on 13
-of 14 seeds (live runs, 2.25-5.56x); ranked by the validation accuracy 8 of
-14, by predicted final values 7, Hyperband eta 3 by predictions 7 (replays,
+the epoch's training accuracy at the rungs (``rank_by="train"``) met it on 19
+of 22 seeds (live runs, 2.11-5.56x); ranked by the validation accuracy 11 of
+22; on seeds 0-13 by predicted final values 7 of 14, Hyperband eta 3 by predictions 7 (replays,
 ``benchmarks/early_stop_replay.py``): after one epoch of 16 steps the
 validation accuracy ranks no better than chance there (Spearman 0.07 with the
 final value, the training accuracy 0.38), and the online predictor has only
