@@ -157,7 +157,8 @@ class SuccessiveHalving(lc.EarlyStopper):
     self._weights = sizes
     self._dealt = {s: 0 for s in sizes}
     self._runs = 0
-    self._at_rung: dict[int, list[tuple[np.ndarray, Mapping[str, float] | None]]] = {}
+    # Per rung epoch, each run that reached it: (its metric curve, features, its rank_metric value there).
+    self._at_rung: dict[int, list[tuple[np.ndarray, Mapping[str, float] | None, float]]] = {}
 
   def rungs_of(self, bracket: int) -> tuple[int, ...]:
     """The rung epochs of a bracket (empty for bracket 0: full training)."""
@@ -189,25 +190,24 @@ class SuccessiveHalving(lc.EarlyStopper):
     return (prefixes[:, -1], False) if mean is None else (mean, True)
 
   def rung_decision(self, partial, features: Mapping[str, float] | None = None,
-                    ranked=None) -> lc.Decision:
+                    rank_value: float | None = None) -> lc.Decision:
     """Records a curve at a rung and decides: promote (``stop=False``) or stop.
 
     Args:
       partial: the run's ``metric`` curve so far.
       features: its architecture numbers (the predictor's), or None.
-      ranked: the ``rank_metric`` curve so far when ``rank_by="train"`` (the
-        rung ranks its last value); None: ``partial``.
+      rank_value: the run's ``rank_metric`` value at the rung, which the rung
+        ranks by when ``rank_by="train"``; None: the last value of ``partial``.
     """
     partial = np.asarray(partial, np.float64).reshape(-1)
     tau = len(partial)
     entries = self._at_rung.setdefault(tau, [])
-    ranked = partial if ranked is None else np.asarray(ranked, np.float64).reshape(-1)
-    entries.append((partial.copy(), features, ranked.copy()))
+    entries.append((partial.copy(), features, float(partial[-1] if rank_value is None else rank_value)))
     if self.rank_by == "valid":
       values, predicted = self._values(np.stack([e[0] for e in entries]), [e[1] for e in entries],
                                        tau)
     else:
-      values, predicted = np.array([e[2][-1] for e in entries]), False
+      values, predicted = np.array([e[2] for e in entries], np.float64), False
     values = np.where(np.isfinite(values), values, -np.inf if self.higher_is_better else np.inf)
     order = np.argsort(-values if self.higher_is_better else values, kind="stable")
     keep = max(1, len(entries) // self.eta)
@@ -232,17 +232,14 @@ class SuccessiveHalving(lc.EarlyStopper):
     bracket = self._next_bracket()
     rungs = set(self._rungs[bracket])
     values: list[float] = []
-    ranked: list[float] = []
     key = arch_id if arch_id is not None else f"run{self._runs}"
 
     def callback(epoch: int, entry: dict[str, Any]) -> str | None:
       value = entry.get(self.metric)
       values.append(float("nan") if value is None else float(value))
-      if self.rank_metric != self.metric:
-        if self.rank_metric not in entry:
-          raise ValueError(f"rank_by={self.rank_by!r} ranks by {self.rank_metric!r}, which the epoch's "
-                           f"entry lacks (it has {sorted(entry)}); use rank_by='valid'")
-        ranked.append(float("nan") if entry[self.rank_metric] is None else float(entry[self.rank_metric]))
+      if self.rank_metric != self.metric and self.rank_metric not in entry:
+        raise ValueError(f"rank_by={self.rank_by!r} ranks by {self.rank_metric!r}, which the epoch's "
+                         f"entry lacks (it has {sorted(entry)}); use rank_by='valid'")
       if len(values) != epoch:
         return None
       if epoch == self.epochs:
@@ -250,14 +247,16 @@ class SuccessiveHalving(lc.EarlyStopper):
         return None
       if epoch not in rungs:
         return None
-      d = self.rung_decision(values, features, ranked if ranked else None)
+      rank_value = values[-1] if self.rank_metric == self.metric else entry[self.rank_metric]
+      rank_value = float("nan") if rank_value is None else float(rank_value)
+      d = self.rung_decision(values, features, rank_value)
       if not d.stop:
         return None
       self.records[key] = d
       n = len(self._at_rung[epoch])
       ranked_by_prediction = self.predict_final and d.predicted is not None
       what = (f"predicted final {self.metric} {d.predicted:.4g}" if ranked_by_prediction
-              else f"{self.rank_metric} {(ranked or values)[-1]:.4g}")
+              else f"{self.rank_metric} {rank_value:.4g}")
       note = ("" if ranked_by_prediction or d.predicted is None
               else f" (predicted final {d.predicted:.4g})")
       return (f"early stop at epoch {epoch} (successive halving, bracket {bracket}, eta "
