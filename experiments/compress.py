@@ -44,15 +44,6 @@ def _terminate(signum, frame):  # SIGTERM: stop like Ctrl-C (the last checkpoint
   raise KeyboardInterrupt
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def main(argv=None, prog: str | None = None) -> dict:
   from nas_jax.oneshot.bayesnas_compress import MODELS  # pylint: disable=import-outside-toplevel
   p = OneLineErrorParser(prog=prog, description="BayesNAS compression of a plain CNN (LeNet-5 on digits, a small VGG)")
@@ -65,6 +56,7 @@ def main(argv=None, prog: str | None = None) -> dict:
   import nas_jax.data  # pylint: disable=import-outside-toplevel
   from nas_jax.experiment import parse_value  # pylint: disable=import-outside-toplevel
   from nas_jax.oneshot import bayesnas_compress as bc  # pylint: disable=import-outside-toplevel
+  from nas_jax.checkpoint import write_json  # pylint: disable=import-outside-toplevel
   overrides = {"model": args.model}
   for item in args.set:
     field, sep, value = item.partition("=")
@@ -80,11 +72,14 @@ def main(argv=None, prog: str | None = None) -> dict:
     data = nas_jax.data.load_dataset(args.dataset)
     report = bc.compress(data, overrides, log=lambda line: print(line, flush=True),
                          checkpoint_dir=out / "checkpoints")
-    text = json.dumps(report, indent=1)
     path = out / "report.json"
-    fresh = not path.is_file() or path.read_text() != text  # a finished run rerun: nothing rewritten
+    try:  # a finished run rerun: its report.json already holds this report, and nothing is rewritten
+      saved = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: written anew
+      saved = None
+    fresh = saved != json.loads(json.dumps(report))
     if fresh:
-      _write_atomic(path, text)
+      write_json(path, report)
     if fresh or not (out / "sparsity.png").is_file():
       bc.plot_report(report, out / "sparsity.tmp.png")
       os.replace(out / "sparsity.tmp.png", out / "sparsity.png")

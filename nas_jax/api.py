@@ -124,7 +124,7 @@ class FunctionEvaluator(Evaluator):
 
 def _space(space, options: dict[str, Any] | None = None) -> SearchSpace:
   if isinstance(space, str):
-    return registry.get_space(space, **registry.check_space_options(space, options or {}))
+    return registry.get_space(space, **(options or {}))
   if options:
     raise ValueError("space_options are for a space given by name; this one is constructed "
                      f"({space!r}): pass them to its constructor")

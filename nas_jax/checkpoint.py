@@ -48,6 +48,24 @@ log = logging.getLogger(__name__)
 _META_FORMAT = 1
 
 
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  """Writes JSON atomically (a temporary file, fsync, then a rename over ``path``).
+
+  Example:
+    >>> write_json("report.json", {"acc": 97.5})
+    >>> json.loads(pathlib.Path("report.json").read_text())
+    {'acc': 97.5}
+  """
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+    f.write("\n")
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
 def _is_key(x: Any) -> bool:
   return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 

@@ -65,7 +65,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import pathlib
 import time
 from typing import Any
@@ -75,7 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nas_jax.checkpoint import SearchCheckpointer
+from nas_jax.checkpoint import SearchCheckpointer, write_json
 from nas_jax.data import images as data_lib
 from nas_jax.oneshot import bayesnas
 
@@ -257,15 +256,6 @@ def _data_identity(data: data_lib.ImageDataset) -> dict[str, Any]:
                      for s, y in sorted(data.labels.items())}}
 
 
-def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 class _Checkpoints:
   """The checkpoints of one ``compress`` run: ``SearchCheckpointer`` steps 1, 2, ... and ``settings.json``.
 
@@ -286,7 +276,7 @@ class _Checkpoints:
     self.step = self.ckpt.latest_step() or 0
     path = self.directory / "settings.json"
     if not self.step:
-      _write_json_atomic(path, self.settings)
+      write_json(path, self.settings)
     elif path.is_file():
       self._check(path)
 

@@ -157,9 +157,8 @@ def load_arch_file(path: str | os.PathLike) -> tuple[Any, np.ndarray, dict[str, 
   options = record.get("space_options")
   record = {**record, "space_options": {} if options is None else options}
   try:
-    space = registry.get_space(record["space"], **registry.check_space_options(record["space"],
-                                                                                record["space_options"]))
-  except (ValueError, TypeError) as e:
+    space = registry.get_space(record["space"], **record["space_options"])
+  except (ValueError, TypeError) as e:  # TypeError: space_options not a dict
     raise ValueError(f"malformed --arch file {path}: bad space_options ({e})") from None
   try:
     arch = space.validate(space.from_genotype(record["genotype"]))

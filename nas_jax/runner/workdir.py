@@ -23,20 +23,10 @@ import os
 import pathlib
 from typing import Any, Iterator
 
+from nas_jax.checkpoint import write_json  # noqa: F401  (the runner's files: workdir_lib.write_json)
 from nas_jax.runner import config as config_lib
 
 log = logging.getLogger("nas_jax.experiment")
-
-
-def write_json(path: pathlib.Path, obj: Any) -> None:
-  """Writes JSON atomically (temporary file + rename)."""
-  tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-    f.write("\n")
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def claim_workdir(workdir: pathlib.Path, cfg: dict[str, Any]) -> None:
